@@ -1,0 +1,1 @@
+"""The bridge API (depends on ``protocol`` only); one sub-package per bridged network."""

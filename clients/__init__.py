@@ -1,0 +1,1 @@
+"""Client side of SHaRON: the client library and the ``sharon`` terminal client."""

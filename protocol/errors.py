@@ -1,0 +1,243 @@
+"""One error hierarchy with stable, machine-readable codes for every layer.
+
+Each error carries a ``code`` (stable string, documented in docs/protocol.md), an HTTP
+status, an optional ``field`` naming the offending input, and a human ``reason``.  The
+server turns any ``SharonError`` into exactly one error frame or HTTP error body.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Optional
+
+__all__ = [
+    "SharonError",
+    "BadRequest",
+    "BadJSON",
+    "BadMsgpack",
+    "BadFrame",
+    "BadField",
+    "MissingField",
+    "UnknownOp",
+    "TooLarge",
+    "BadEvent",
+    "BadSignature",
+    "BadHash",
+    "UnsupportedRoomVersion",
+    "NotAuthenticated",
+    "UnknownToken",
+    "BadCredentials",
+    "Forbidden",
+    "NotInRoom",
+    "NotFound",
+    "RoomNotFound",
+    "Conflict",
+    "PseudonymTaken",
+    "InvalidPseudonym",
+    "WeakPassword",
+    "RateLimited",
+    "Unavailable",
+    "InternalError",
+    "ERROR_CODES",
+]
+
+
+class SharonError(Exception):
+    """Base of every error the server reports to a peer; ``code`` is stable."""
+
+    code: str = "internal"
+    http_status: int = 500
+
+    def __init__(self, reason: str, field: Optional[str] = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.field = field
+
+    def to_dict(self) -> Dict[str, Any]:
+        """The error as the body of an error frame or HTTP response."""
+        body: Dict[str, Any] = {"code": self.code, "reason": self.reason}
+        if self.field is not None:
+            body["field"] = self.field
+        return body
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(code={self.code!r}, field={self.field!r}, reason={self.reason!r})"
+
+
+class BadRequest(SharonError):
+    """The input is not acceptable as sent."""
+
+    code = "bad_request"
+    http_status = 400
+
+
+class BadJSON(BadRequest):
+    """The bytes are not strict canonical-compatible JSON (floats, duplicates, NaN, ...)."""
+
+    code = "bad_json"
+
+
+class BadMsgpack(BadRequest):
+    """The bytes are not valid msgpack of the JSON data model."""
+
+    code = "bad_msgpack"
+
+
+class BadFrame(BadRequest):
+    """The frame is not an object with a string ``op``."""
+
+    code = "bad_frame"
+
+
+class BadField(BadRequest):
+    """A field has the wrong type or an unacceptable value; ``field`` names it."""
+
+    code = "bad_field"
+
+
+class MissingField(BadRequest):
+    """A required field is absent; ``field`` names it."""
+
+    code = "missing_field"
+
+
+class UnknownOp(BadRequest):
+    """The frame's ``op`` is not one the server implements."""
+
+    code = "unknown_op"
+
+
+class TooLarge(BadRequest):
+    """The frame, body or event is larger than the published limit."""
+
+    code = "too_large"
+    http_status = 413
+
+
+class BadEvent(BadRequest):
+    """An event does not have the ``ps1`` format (sizes, fields, types)."""
+
+    code = "bad_event"
+
+
+class BadSignature(BadRequest):
+    """A signature is missing or does not verify."""
+
+    code = "bad_signature"
+    http_status = 401
+
+
+class BadHash(BadRequest):
+    """An event's content hash does not match its content."""
+
+    code = "bad_hash"
+
+
+class UnsupportedRoomVersion(BadRequest):
+    """The room version is not exactly one this server implements."""
+
+    code = "unsupported_room_version"
+
+
+class NotAuthenticated(SharonError):
+    """The operation needs an authenticated session."""
+
+    code = "not_authenticated"
+    http_status = 401
+
+
+class UnknownToken(NotAuthenticated):
+    """The access token is unknown, logged out or malformed."""
+
+    code = "unknown_token"
+
+
+class BadCredentials(NotAuthenticated):
+    """The pseudonym and password do not match an account."""
+
+    code = "bad_credentials"
+
+
+class Forbidden(SharonError):
+    """The caller is authenticated but not allowed to do this."""
+
+    code = "forbidden"
+    http_status = 403
+
+
+class NotInRoom(Forbidden):
+    """The caller is not joined to the room the operation names."""
+
+    code = "not_in_room"
+
+
+class NotFound(SharonError):
+    """The named thing does not exist (or is not visible to the caller)."""
+
+    code = "not_found"
+    http_status = 404
+
+
+class RoomNotFound(NotFound):
+    """No room with that ID exists on this server."""
+
+    code = "room_not_found"
+
+
+class Conflict(SharonError):
+    """The request conflicts with existing state."""
+
+    code = "conflict"
+    http_status = 409
+
+
+class PseudonymTaken(Conflict):
+    """Another account already uses that pseudonym (compared case-insensitively)."""
+
+    code = "pseudonym_taken"
+
+
+class InvalidPseudonym(BadField):
+    """The pseudonym breaks the pseudonym rules (length, characters)."""
+
+    code = "invalid_pseudonym"
+
+
+class WeakPassword(BadField):
+    """The password is too short or too long."""
+
+    code = "weak_password"
+
+
+class RateLimited(SharonError):
+    """Too many requests; retry later."""
+
+    code = "rate_limited"
+    http_status = 429
+
+
+class Unavailable(SharonError):
+    """The server is shutting down or overloaded; retry later."""
+
+    code = "unavailable"
+    http_status = 503
+
+
+class InternalError(SharonError):
+    """An unexpected server fault; details are in the server log, not the response."""
+
+    code = "internal"
+    http_status = 500
+
+
+def _collect() -> Dict[str, type]:
+    seen: Dict[str, type] = {}
+    stack = [SharonError]
+    while stack:
+        cls = stack.pop()
+        seen[cls.code] = cls
+        stack.extend(cls.__subclasses__())
+    return seen
+
+
+ERROR_CODES: Dict[str, type] = _collect()
+"""Every stable error code mapped to its class (docs/protocol.md lists them)."""

@@ -1,0 +1,1 @@
+"""Pure room layer: room kinds, state, power levels and the ``ps1`` auth rules."""
