@@ -1,0 +1,54 @@
+"""``sharon-server``: parse configuration, install the asyncio reactor, run the server."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from typing import Optional, Sequence
+
+__all__ = ["main"]
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run the server until SIGINT/SIGTERM; returns the process exit code."""
+    from sharon_server.config import ConfigError, load_config
+
+    try:
+        config = load_config(argv)
+    except ConfigError as exc:
+        print(f"sharon-server: configuration error: {exc}", file=sys.stderr)
+        return 2
+
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    from twisted.internet import asyncioreactor
+
+    asyncioreactor.install(loop)
+    from twisted.internet import defer, reactor
+    from twisted.logger import Logger
+
+    from sharon_server.app import ServerApp
+    from sharon_server.logs import start_logging
+
+    start_logging(config.log_format, config.log_level)
+    log = Logger(namespace="sharon.main")
+    app = ServerApp(config, reactor)
+    exit_code = {"code": 0}
+
+    def _failed(failure):  # type: ignore[no-untyped-def]
+        log.failure("server.start_failed", failure)
+        exit_code["code"] = 1
+        reactor.stop()
+
+    def _start() -> None:
+        defer.Deferred.fromFuture(loop.create_task(app.start())).addErrback(_failed)
+
+    reactor.callWhenRunning(_start)
+    reactor.addSystemEventTrigger(
+        "before", "shutdown", lambda: defer.Deferred.fromFuture(loop.create_task(app.stop())))
+    reactor.run()
+    return exit_code["code"]
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,187 @@
+"""The client WebSocket endpoint (``/ws``): frame decoding, dispatch, replies and pushes.
+
+Every frame is decoded and validated by ``protocol.frames``; every failure becomes exactly
+one error frame naming the code, field and reason, and the connection keeps serving. Only
+abuse of the transport (a flood of bad frames, a replay buffer overflow) closes it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Callable, Dict, List, Optional
+
+from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from autobahn.websocket.types import ConnectionDeny
+from twisted.logger import Logger
+
+from protocol import frames as F
+from protocol.errors import (
+    Conflict, InternalError, NotAuthenticated, SharonError, TooLarge, Unavailable,
+)
+from sharon_server.accounts import Session
+
+__all__ = ["SharonServerProtocol", "SharonServerFactory", "MAX_CONSECUTIVE_ERRORS", "REPLIED"]
+
+log = Logger(namespace="sharon.ws")
+
+MAX_CONSECUTIVE_ERRORS = 100
+REPLIED = object()
+"""A handler result meaning the handler already sent its reply itself."""
+_CODECS = {F.SUBPROTOCOL_MSGPACK: F.MSGPACK_CODEC, F.SUBPROTOCOL_JSON: F.JSON_CODEC}
+
+
+class SharonServerProtocol(WebSocketServerProtocol):
+    """One client connection: at most one session, live once it has sent ``sync``."""
+
+    factory: "SharonServerFactory"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.codec: Any = F.MSGPACK_CODEC
+        self.session: Optional[Session] = None
+        self.user_id: Optional[str] = None
+        self.replaying = False
+        self.live = False
+        self._buffer: List[Any] = []
+        self._errors_in_a_row = 0
+
+    # -- autobahn callbacks ------------------------------------------------------------
+    def onConnect(self, request: Any) -> str:
+        for offered in request.protocols:
+            if offered in _CODECS:
+                self.codec = _CODECS[offered]
+                return offered
+        raise ConnectionDeny(400, "offer one of the subprotocols: " + ", ".join(F.SUBPROTOCOLS))
+
+    def onOpen(self) -> None:
+        self.factory.connections.add(self)
+
+    def onClose(self, wasClean: bool, code: Optional[int], reason: Optional[str]) -> None:
+        self.factory.connections.discard(self)
+        self.factory.hub.remove_connection(self, self.user_id)
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        request_id = None
+        try:
+            if len(payload) > self.factory.max_frame_bytes:
+                raise TooLarge(f"frame is {len(payload)} bytes; the limit is {self.factory.max_frame_bytes}")
+            frame = self.codec.decode(payload)
+            request_id = F.read_request_id(frame)
+            request = F.parse_request(frame)
+        except SharonError as err:
+            self._error(request_id, err)
+            return
+        handler = self.factory.handlers[type(request)]
+        asyncio.get_running_loop().create_task(self._run(handler, request))
+
+    async def _run(self, handler: Callable[..., Any], request: Any) -> None:
+        try:
+            result = await handler(self, request)
+        except SharonError as err:
+            self._error(request.id, err)
+            return
+        except Exception:  # noqa: BLE001 - one place turns faults into an error frame
+            log.failure("ws.handler_failed", op=type(request).__name__)
+            self._error(request.id, InternalError("internal error; the server log has details"))
+            return
+        self._errors_in_a_row = 0
+        if result is not REPLIED:
+            self.reply(F.ok_frame(request.id, result or {}))
+
+    # -- writing ------------------------------------------------------------------------
+    def reply(self, frame: Dict[str, Any]) -> None:
+        """Encode and send one frame to this connection (no-op once closed)."""
+        if self.state == WebSocketServerProtocol.STATE_OPEN:
+            self.sendMessage(self.codec.encode(frame), self.codec.binary)
+
+    def _error(self, request_id: Any, err: SharonError) -> None:
+        self._errors_in_a_row += 1
+        self.reply(F.error_frame(request_id, err))
+        if self._errors_in_a_row >= MAX_CONSECUTIVE_ERRORS:
+            log.warn("ws.closing_flood", errors=self._errors_in_a_row)
+            self.sendClose(1008, "too many invalid frames in a row")
+
+    def deliver_prepared(self, prepared: Any) -> None:
+        """Write a prepared event frame, or hold it while a resume replay is running."""
+        if self.replaying:
+            if len(self._buffer) >= self.factory.max_replay_buffer:
+                self.replaying = False
+                self._buffer = []
+                self.sendClose(1013, "fell too far behind during resume; reconnect and resume again")
+                return
+            self._buffer.append(prepared)
+        elif self.state == WebSocketServerProtocol.STATE_OPEN:
+            self.sendPreparedMessage(prepared)
+
+    def emit_event(self, client_event: Dict[str, Any]) -> None:
+        """Send one event frame directly (resume replay)."""
+        self.reply(F.event_frame(client_event))
+
+    # -- session --------------------------------------------------------------------------
+    def require_session(self) -> Session:
+        """The authenticated session, or NotAuthenticated."""
+        if self.session is None:
+            raise NotAuthenticated("authenticate first with auth, login or register")
+        return self.session
+
+    def set_session(self, session: Optional[Session]) -> None:
+        """Switch this connection to ``session`` (None logs it out); it is not live until sync."""
+        if self.user_id is not None:
+            self.factory.hub.remove_connection(self, self.user_id)
+        self.session = session
+        self.user_id = session.user_id if session else None
+        self.live = False
+
+    async def start_sync(self, request_id: Any, since: Optional[int]) -> object:
+        """Go live; replay everything after ``since`` first, then reply and flush held events."""
+        session = self.require_session()
+        if self.replaying:
+            raise Conflict("a resume is already running on this connection")
+        rooms = self.factory.rooms
+        hub = self.factory.hub
+        hub.add_connection(self, session.user_id, list(rooms.joined_rooms(session.user_id)))
+        self.live = True
+        upto = hub.delivered_pos
+        if since is None or since >= upto:
+            self.reply(F.ok_frame(request_id, {"pos": upto}))
+            return REPLIED
+        self.replaying = True
+        self._buffer = []
+        try:
+            await rooms.replay(session.user_id, since, upto, self.emit_event)
+        finally:
+            was_replaying = self.replaying
+            self.replaying = False
+        if not was_replaying:
+            raise Unavailable("resume aborted: the connection fell too far behind")
+        self.reply(F.ok_frame(request_id, {"pos": upto}))
+        buffered, self._buffer = self._buffer, []
+        for prepared in buffered:
+            self.deliver_prepared(prepared)
+        return REPLIED
+
+
+class SharonServerFactory(WebSocketServerFactory):
+    """Builds connections and holds what they share: services, the hub, limits."""
+
+    protocol = SharonServerProtocol
+
+    def __init__(self, url: str, *, rooms: Any, accounts: Any, hub: Any, handlers: Dict[type, Any],
+                 max_frame_bytes: int, max_replay_buffer: int) -> None:
+        super().__init__(url, protocols=list(F.SUBPROTOCOLS))
+        self.rooms = rooms
+        self.accounts = accounts
+        self.hub = hub
+        self.handlers = handlers
+        self.max_frame_bytes = max_frame_bytes
+        self.max_replay_buffer = max_replay_buffer
+        self.connections: set = set()
+        # Frames above the hard limit close the connection; between max_frame_bytes and the
+        # hard limit they get a too_large error and the connection stays open.
+        self.setProtocolOptions(
+            maxFramePayloadSize=4 * max_frame_bytes,
+            maxMessagePayloadSize=4 * max_frame_bytes,
+            autoPingInterval=30, autoPingTimeout=60,
+            openHandshakeTimeout=10, closeHandshakeTimeout=5,
+            failByDrop=False,
+        )
