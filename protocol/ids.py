@@ -24,11 +24,12 @@ __all__ = ["ServerName", "UserID", "RoomID", "EventID", "MAX_ID_BYTES"]
 
 MAX_ID_BYTES = 255
 
-_DNS_RE = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
-_IPV4_RE = re.compile(r"^(?:\d{1,3}\.){3}\d{1,3}$")
-_IPV6_RE = re.compile(r"^\[[0-9A-Fa-f:.]{2,45}\]$")
-_LOCALPART_RE = re.compile(r"^[a-z0-9._=/+\-]+$")
-_HASH_RE = re.compile(r"^[A-Za-z0-9_\-]{43}$")
+# \Z, not $: "$" also matches before a trailing newline, which would let "name\n" through.
+_DNS_RE = re.compile(r"^(?=.{1,253}\Z)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\Z")
+_IPV4_RE = re.compile(r"^(?:[0-9]{1,3}\.){3}[0-9]{1,3}\Z")
+_IPV6_RE = re.compile(r"^\[[0-9A-Fa-f:.]{2,45}\]\Z")
+_LOCALPART_RE = re.compile(r"^[a-z0-9._=/+\-]+\Z")
+_HASH_RE = re.compile(r"^[A-Za-z0-9_\-]{43}\Z")
 
 
 def _check_str(value: object, field: str) -> str:
