@@ -1,0 +1,112 @@
+"""The database schema as SQLAlchemy Core tables (the head of the Alembic migrations).
+
+This module describes the schema the migrations in ``migrations/versions/`` produce; it is
+what the stores build their statements from. It never creates tables itself: schema changes
+are new migration files, and ``tests/test_storage.py`` checks the two agree.
+
+All timestamps are milliseconds since the Unix epoch (``*_ts``). ``events.pos`` is the
+server's global stream position, assigned by the server (never autoincrement). On SQLite it
+is declared ``INTEGER PRIMARY KEY`` so it becomes the rowid: the events table is clustered
+by ``pos`` and the ``(room_id, pos)`` index points straight at rows.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+__all__ = [
+    "metadata",
+    "accounts",
+    "devices",
+    "rooms",
+    "events",
+    "current_state",
+    "txns",
+    "POS_TYPE",
+]
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
+
+POS_TYPE = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+"""BIGINT on PostgreSQL; INTEGER on SQLite so a single-column primary key is the rowid."""
+
+accounts = sa.Table(
+    "accounts",
+    metadata,
+    sa.Column("user_id", sa.Text, primary_key=True),
+    sa.Column("pseudonym", sa.Text, nullable=False),
+    sa.Column("pseudonym_key", sa.Text, nullable=False),
+    sa.Column("password_hash", sa.Text, nullable=False),
+    sa.Column("created_ts", sa.BigInteger, nullable=False),
+    sa.UniqueConstraint("pseudonym_key"),
+)
+
+devices = sa.Table(
+    "devices",
+    metadata,
+    sa.Column("user_id", sa.Text, sa.ForeignKey("accounts.user_id", ondelete="CASCADE"), nullable=False),
+    sa.Column("device_id", sa.Text, nullable=False),
+    sa.Column("name", sa.Text, nullable=True),
+    sa.Column("token_hash", sa.LargeBinary, nullable=False),
+    sa.Column("created_ts", sa.BigInteger, nullable=False),
+    sa.Column("last_seen_ts", sa.BigInteger, nullable=True),
+    sa.PrimaryKeyConstraint("user_id", "device_id"),
+    sa.UniqueConstraint("token_hash"),
+)
+
+rooms = sa.Table(
+    "rooms",
+    metadata,
+    sa.Column("room_id", sa.Text, primary_key=True),
+    sa.Column("kind", sa.Text, nullable=False),
+    sa.Column("creator", sa.Text, nullable=False),
+    sa.Column("is_public", sa.Boolean(create_constraint=False), nullable=False),
+    sa.Column("created_ts", sa.BigInteger, nullable=False),
+    sa.Column("last_event_id", sa.Text, nullable=False),
+    sa.Column("depth", sa.BigInteger, nullable=False),
+)
+
+events = sa.Table(
+    "events",
+    metadata,
+    sa.Column("pos", POS_TYPE, primary_key=True, autoincrement=False),
+    sa.Column("event_id", sa.Text, nullable=False),
+    sa.Column("room_id", sa.Text, nullable=False),
+    sa.Column("type", sa.Text, nullable=False),
+    sa.Column("state_key", sa.Text, nullable=True),
+    sa.Column("sender", sa.Text, nullable=False),
+    sa.Column("origin_server_ts", sa.BigInteger, nullable=False),
+    sa.Column("json", sa.LargeBinary, nullable=False),
+    sa.UniqueConstraint("event_id"),
+    sa.Index("ix_events_room_id_pos", "room_id", "pos"),
+)
+
+current_state = sa.Table(
+    "current_state",
+    metadata,
+    sa.Column("room_id", sa.Text, nullable=False),
+    sa.Column("type", sa.Text, nullable=False),
+    sa.Column("state_key", sa.Text, nullable=False),
+    sa.Column("event_id", sa.Text, nullable=False),
+    sa.Column("pos", sa.BigInteger, nullable=False),
+    sa.PrimaryKeyConstraint("room_id", "type", "state_key"),
+    sqlite_with_rowid=False,
+)
+
+txns = sa.Table(
+    "txns",
+    metadata,
+    sa.Column("user_id", sa.Text, nullable=False),
+    sa.Column("txn_id", sa.Text, nullable=False),
+    sa.Column("event_id", sa.Text, nullable=False),
+    sa.Column("pos", sa.BigInteger, nullable=False),
+    sa.PrimaryKeyConstraint("user_id", "txn_id"),
+    sqlite_with_rowid=False,
+)
