@@ -1,0 +1,212 @@
+"""Events, rooms, current state and client transaction IDs: the group-commit hot path.
+
+``persist_batch`` writes everything one group commit produced in ONE transaction with one
+multi-row (executemany) statement per table. Reads are single indexed statements on the
+read engine: ``history`` is a range scan of the ``(room_id, pos)`` index, and
+``load_current_state`` reads ``current_state`` joined to ``events`` by primary key, never
+scanning the events table.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, List, Literal, Optional, Sequence, Tuple
+
+import sqlalchemy as sa
+
+from sharon_server.storage._sql import BIGINT_MAX, BIGINT_MIN, Engines, insert_for, to_params
+from sharon_server.storage.rows import EventRow, RoomRow, StateRow, TxnRow
+from sharon_server.storage.schema import current_state, events, rooms, txns
+
+__all__ = ["EventStore", "Extremity"]
+
+Extremity = Tuple[str, str, int]
+"""``(room_id, last_event_id, depth)``: a room's new forward extremity."""
+
+_EVENT_COLS = tuple(events.c.keys())
+_STATE_COLS = tuple(current_state.c.keys())
+_ROOM_COLS = tuple(rooms.c.keys())
+_TXN_COLS = tuple(txns.c.keys())
+_BULK_CHUNK = 10_000
+
+_pos = events.c.pos
+_room = sa.bindparam("room_id")
+_limit = sa.bindparam("limit", type_=sa.Integer)
+
+_HISTORY_B = (
+    sa.select(*events.c)
+    .where(events.c.room_id == _room, _pos <= sa.bindparam("hi", type_=sa.BigInteger))
+    .order_by(_pos.desc())
+    .limit(_limit)
+)
+_HISTORY_F = (
+    sa.select(*events.c)
+    .where(
+        events.c.room_id == _room,
+        _pos > sa.bindparam("lo", type_=sa.BigInteger),
+        _pos <= sa.bindparam("hi", type_=sa.BigInteger),
+    )
+    .order_by(_pos)
+    .limit(_limit)
+)
+_SINCE = (
+    sa.select(*events.c)
+    .where(
+        events.c.room_id.in_(sa.bindparam("room_ids", expanding=True)),
+        _pos > sa.bindparam("lo", type_=sa.BigInteger),
+        _pos <= sa.bindparam("hi", type_=sa.BigInteger),
+    )
+    .order_by(_pos)
+    .limit(_limit)
+)
+_EVENT_BY_ID = sa.select(*events.c).where(events.c.event_id == sa.bindparam("event_id"))
+_MAX_POS = sa.select(sa.func.coalesce(sa.func.max(_pos), 0))
+_COUNT_ALL = sa.select(sa.func.count()).select_from(events)
+_COUNT_ROOM = sa.select(sa.func.count()).select_from(events).where(events.c.room_id == _room)
+_ROOMS = sa.select(*rooms.c)
+_CURRENT_STATE = sa.select(current_state.c.room_id, *events.c).select_from(
+    current_state.join(events, events.c.pos == current_state.c.pos)
+)
+_TXN = sa.select(*txns.c).where(
+    txns.c.user_id == sa.bindparam("user_id"), txns.c.txn_id == sa.bindparam("txn_id")
+)
+_INSERT_EVENTS = events.insert()
+_INSERT_ROOMS = rooms.insert()
+_INSERT_TXNS = txns.insert()
+_SET_EXTREMITY = (
+    sa.update(rooms)
+    .where(rooms.c.room_id == sa.bindparam("b_room_id"))
+    .values(last_event_id=sa.bindparam("b_last_event_id"), depth=sa.bindparam("b_depth"))
+)
+
+
+class EventStore:
+    """Persisted events and what is derived from them in the same transaction."""
+
+    def __init__(self, engines: Engines) -> None:
+        self._w = engines.write
+        self._r = engines.read
+        stmt = insert_for(engines.dialect)(current_state)
+        self._upsert_state = stmt.on_conflict_do_update(
+            index_elements=[current_state.c.room_id, current_state.c.type, current_state.c.state_key],
+            set_={"event_id": stmt.excluded.event_id, "pos": stmt.excluded.pos},
+        )
+
+    async def max_pos(self) -> int:
+        """The highest persisted stream position, 0 when there are no events."""
+        async with self._r.connect() as conn:
+            return int((await conn.execute(_MAX_POS)).scalar_one())
+
+    async def persist_batch(
+        self,
+        events: Sequence[EventRow],
+        state: Sequence[StateRow] = (),
+        rooms_new: Sequence[RoomRow] = (),
+        extremities: Sequence[Extremity] = (),
+        txns: Sequence[TxnRow] = (),
+    ) -> None:
+        """Persist one group commit atomically: all of it, or (on any error) none of it.
+
+        ``state`` rows replace the current state at their ``(room_id, type, state_key)``
+        (the last row for a key wins); ``extremities`` set ``rooms.last_event_id``/``depth``
+        (the last one per room wins). A duplicate event ID, pos or txn raises
+        ``sqlalchemy.exc.IntegrityError`` and nothing is written.
+        """
+        if not (events or state or rooms_new or extremities or txns):
+            return
+        state_params = to_params({(s.room_id, s.type, s.state_key): s for s in state}.values(), _STATE_COLS)
+        ext_params = [
+            {"b_room_id": room_id, "b_last_event_id": event_id, "b_depth": depth}
+            for room_id, (event_id, depth) in {r: (e, d) for r, e, d in extremities}.items()
+        ]
+        async with self._w.begin() as conn:
+            if rooms_new:
+                await conn.execute(_INSERT_ROOMS, to_params(rooms_new, _ROOM_COLS))
+            if events:
+                await conn.execute(_INSERT_EVENTS, to_params(events, _EVENT_COLS))
+            if state_params:
+                await conn.execute(self._upsert_state, state_params)
+            if ext_params:
+                await conn.execute(_SET_EXTREMITY, ext_params)
+            if txns:
+                await conn.execute(_INSERT_TXNS, to_params(txns, _TXN_COLS))
+
+    async def load_rooms(self) -> List[RoomRow]:
+        """Every room with its forward extremity (for start-up)."""
+        async with self._r.connect() as conn:
+            return [RoomRow(*row) for row in await conn.execute(_ROOMS)]
+
+    async def load_current_state(self) -> List[Tuple[str, EventRow]]:
+        """``(room_id, event)`` for every current-state event of every room (for start-up)."""
+        async with self._r.connect() as conn:
+            result = await conn.execute(_CURRENT_STATE)
+            return [(row[0], EventRow(*row[1:])) for row in result]
+
+    async def get_txn(self, user_id: str, txn_id: str) -> Optional[TxnRow]:
+        """What an earlier ``send`` with this account and ``txn_id`` produced, or None."""
+        async with self._r.connect() as conn:
+            row = (await conn.execute(_TXN, {"user_id": user_id, "txn_id": txn_id})).first()
+        return None if row is None else TxnRow(*row)
+
+    async def history(
+        self,
+        room_id: str,
+        direction: Literal["b", "f"],
+        from_pos: Optional[int],
+        limit: int,
+        max_pos: Optional[int] = None,
+    ) -> List[EventRow]:
+        """One page of a room's events.
+
+        ``"b"``: ``pos < from_pos`` (or from the end), newest first; ``"f"``:
+        ``pos > from_pos`` (or from the start), oldest first. ``max_pos`` (inclusive) hides
+        later events, e.g. those after a member left.
+        """
+        if limit <= 0:
+            return []
+        hi = BIGINT_MAX if max_pos is None else max_pos
+        if direction == "b":
+            if from_pos is not None:
+                hi = min(hi, from_pos - 1)
+            stmt, params = _HISTORY_B, {"room_id": room_id, "hi": hi, "limit": limit}
+        elif direction == "f":
+            lo = BIGINT_MIN if from_pos is None else from_pos
+            stmt, params = _HISTORY_F, {"room_id": room_id, "lo": lo, "hi": hi, "limit": limit}
+        else:
+            raise ValueError(f"direction must be 'b' or 'f', not {direction!r}")
+        async with self._r.connect() as conn:
+            return [EventRow(*row) for row in await conn.execute(stmt, params)]
+
+    async def events_since(
+        self, room_ids: Sequence[str], since_pos: int, limit: int, upto_pos: Optional[int] = None
+    ) -> List[EventRow]:
+        """Events of any of ``room_ids`` with ``since_pos < pos <= upto_pos``, by pos ascending."""
+        if not room_ids or limit <= 0:
+            return []
+        params = {
+            "room_ids": list(room_ids),
+            "lo": since_pos,
+            "hi": BIGINT_MAX if upto_pos is None else upto_pos,
+            "limit": limit,
+        }
+        async with self._r.connect() as conn:
+            return [EventRow(*row) for row in await conn.execute(_SINCE, params)]
+
+    async def get_event(self, event_id: str) -> Optional[EventRow]:
+        """The event with this ID, or None."""
+        async with self._r.connect() as conn:
+            row = (await conn.execute(_EVENT_BY_ID, {"event_id": event_id})).first()
+        return None if row is None else EventRow(*row)
+
+    async def count_events(self, room_id: Optional[str] = None) -> int:
+        """How many events are stored, in all rooms or in one."""
+        async with self._r.connect() as conn:
+            if room_id is None:
+                return int((await conn.execute(_COUNT_ALL)).scalar_one())
+            return int((await conn.execute(_COUNT_ROOM, {"room_id": room_id})).scalar_one())
+
+    async def bulk_insert_events(self, rows: Sequence[EventRow]) -> None:
+        """BENCHMARKS AND TESTS ONLY: insert events fast, touching no state, rooms or txns."""
+        async with self._w.begin() as conn:
+            for i in range(0, len(rows), _BULK_CHUNK):
+                await conn.execute(_INSERT_EVENTS, to_params(rows[i : i + _BULK_CHUNK], _EVENT_COLS))
+
