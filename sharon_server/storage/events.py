@@ -69,6 +69,7 @@ _CURRENT_STATE = sa.select(current_state.c.room_id, *events.c).select_from(
 _TXN = sa.select(*txns.c).where(
     txns.c.user_id == sa.bindparam("user_id"), txns.c.txn_id == sa.bindparam("txn_id")
 )
+_RECENT_TXNS = sa.select(*txns.c).order_by(txns.c.pos.desc()).limit(_limit)
 _INSERT_EVENTS = events.insert()
 _INSERT_ROOMS = rooms.insert()
 _INSERT_TXNS = txns.insert()
@@ -146,6 +147,11 @@ class EventStore:
         async with self._r.connect() as conn:
             row = (await conn.execute(_TXN, {"user_id": user_id, "txn_id": txn_id})).first()
         return None if row is None else TxnRow(*row)
+
+    async def recent_txns(self, limit: int) -> List[TxnRow]:
+        """The ``limit`` most recent client transactions, newest first (for the idempotency cache)."""
+        async with self._r.connect() as conn:
+            return [TxnRow(*row) for row in await conn.execute(_RECENT_TXNS, {"limit": limit})]
 
     async def history(
         self,

@@ -108,5 +108,6 @@ txns = sa.Table(
     sa.Column("event_id", sa.Text, nullable=False),
     sa.Column("pos", sa.BigInteger, nullable=False),
     sa.PrimaryKeyConstraint("user_id", "txn_id"),
+    sa.Index("ix_txns_pos", "pos"),
     sqlite_with_rowid=False,
 )

@@ -90,6 +90,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("user_id", "txn_id", name="pk_txns"),
         sqlite_with_rowid=False,
     )
+    op.create_index("ix_txns_pos", "txns", ["pos"])
 
 
 def downgrade() -> None:
