@@ -60,9 +60,8 @@ class ServerApp:
             server_name=cfg.server_name, now_ms=self.now_ms, max_body_chars=cfg.max_body_chars,
             txn_cache_size=cfg.txn_cache_size)
         await self.rooms.load()
-        url = f"ws://{cfg.listen_host}:{cfg.listen_port}/ws"
         self.factory = factory_holder["f"] = SharonServerFactory(
-            url, rooms=self.rooms, accounts=accounts, hub=hub, handlers=HANDLERS,
+            None, rooms=self.rooms, accounts=accounts, hub=hub, handlers=HANDLERS,
             max_frame_bytes=cfg.max_frame_bytes, max_replay_buffer=cfg.max_replay_buffer)
         site = build_site(
             accounts=accounts, ws_resource=WebSocketResource(self.factory), health=self.health,

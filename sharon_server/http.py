@@ -107,7 +107,8 @@ def _str_field(body: Dict[str, Any], name: str, required: bool = True) -> Option
 
 
 def _bearer(request: Request) -> str:
-    header = request.getHeader(b"authorization") or ""
+    raw = request.getHeader(b"authorization") or b""
+    header = raw.decode("latin-1") if isinstance(raw, bytes) else raw
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token:
         raise UnknownToken("send the token as 'Authorization: Bearer TOKEN'", "authorization")

@@ -99,7 +99,7 @@ class SharonServerProtocol(WebSocketServerProtocol):
         self.reply(F.error_frame(request_id, err))
         if self._errors_in_a_row >= MAX_CONSECUTIVE_ERRORS:
             log.warn("ws.closing_flood", errors=self._errors_in_a_row)
-            self.sendClose(1008, "too many invalid frames in a row")
+            self.sendClose(4008, "too many invalid frames in a row")
 
     def deliver_prepared(self, prepared: Any) -> None:
         """Write a prepared event frame, or hold it while a resume replay is running."""
@@ -107,7 +107,7 @@ class SharonServerProtocol(WebSocketServerProtocol):
             if len(self._buffer) >= self.factory.max_replay_buffer:
                 self.replaying = False
                 self._buffer = []
-                self.sendClose(1013, "fell too far behind during resume; reconnect and resume again")
+                self.sendClose(4013, "fell too far behind during resume; reconnect and resume again")
                 return
             self._buffer.append(prepared)
         elif self.state == WebSocketServerProtocol.STATE_OPEN:
@@ -166,7 +166,7 @@ class SharonServerFactory(WebSocketServerFactory):
 
     protocol = SharonServerProtocol
 
-    def __init__(self, url: str, *, rooms: Any, accounts: Any, hub: Any, handlers: Dict[type, Any],
+    def __init__(self, url: Optional[str], *, rooms: Any, accounts: Any, hub: Any, handlers: Dict[type, Any],
                  max_frame_bytes: int, max_replay_buffer: int) -> None:
         super().__init__(url, protocols=list(F.SUBPROTOCOLS))
         self.rooms = rooms
@@ -184,4 +184,7 @@ class SharonServerFactory(WebSocketServerFactory):
             autoPingInterval=30, autoPingTimeout=60,
             openHandshakeTimeout=10, closeHandshakeTimeout=5,
             failByDrop=False,
+            # Our JSON codec rejects invalid UTF-8 with a bad_json error frame; autobahn's
+            # own check would instead close the connection (1007).
+            utf8validateIncoming=False,
         )

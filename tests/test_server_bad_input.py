@@ -110,7 +110,7 @@ def test_a_flood_of_invalid_frames_closes_only_that_connection(server, run):
         except ConnectionError:
             pass
         assert codes == {"bad_msgpack"}
-        assert flooder.close_code == 1008
+        assert flooder.close_code == 4008
         assert await alice.ping() == {}
         await alice.close()
 
