@@ -13,7 +13,7 @@ import os
 import re
 import unicodedata
 from collections import OrderedDict
-from typing import Callable, Dict, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import attr
 from argon2 import PasswordHasher
@@ -81,6 +81,7 @@ class AccountService:
         self._tokens: "OrderedDict[bytes, Session]" = OrderedDict()
         self._token_cache_size = token_cache_size
         self.pseudonyms: Dict[str, str] = {}
+        self.on_revoke: List[Callable[[bytes], None]] = []
         # A real hash to verify against when the pseudonym is unknown, so that a miss and a
         # wrong password take the same time and do not reveal which pseudonyms exist.
         self._dummy_hash = self._hasher.hash(os.urandom(16).hex())
@@ -156,9 +157,11 @@ class AccountService:
         return session
 
     async def logout(self, session: Session) -> None:
-        """Revoke the session's device and token."""
+        """Revoke the session's device and token, everywhere it is in use."""
         self._tokens.pop(session.token_hash, None)
         await self._store.delete_device(session.user_id, session.device_id)
+        for listener in self.on_revoke:
+            listener(session.token_hash)
 
     def cache_size(self) -> int:
         """How many sessions the token cache holds (for memory reporting)."""

@@ -176,6 +176,7 @@ class SharonServerFactory(WebSocketServerFactory):
         self.max_frame_bytes = max_frame_bytes
         self.max_replay_buffer = max_replay_buffer
         self.connections: set = set()
+        accounts.on_revoke.append(self.revoke)
         # Frames above the hard limit close the connection; between max_frame_bytes and the
         # hard limit they get a too_large error and the connection stays open.
         self.setProtocolOptions(
@@ -188,3 +189,9 @@ class SharonServerFactory(WebSocketServerFactory):
             # own check would instead close the connection (1007).
             utf8validateIncoming=False,
         )
+
+    def revoke(self, token_hash: bytes) -> None:
+        """Sign out every connection using a token that was just logged out."""
+        for conn in list(self.connections):
+            if conn.session is not None and conn.session.token_hash == token_hash:
+                conn.set_session(None)

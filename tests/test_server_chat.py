@@ -209,13 +209,17 @@ def test_accounts_devices_and_logout(server, run):
             [got] = await messages_until(device, 1)
             assert got["event_id"] == sent["event_id"]
         phone_token = phone.token
+        phone_twin = await SharonClient.connect(server.ws_url)
+        await phone_twin.auth(phone_token)
         await phone.logout()
+        with pytest.raises(NotAuthenticated):  # every connection on that token is signed out
+            await phone_twin.rooms()
         with pytest.raises(NotAuthenticated):
             await phone.rooms()
         with pytest.raises(UnknownToken):
             await probe.auth(phone_token)
         assert [r["room_id"] for r in await laptop.rooms()] == [room_id]
-        for c in (alice, probe, phone, laptop):
+        for c in (alice, probe, phone, phone_twin, laptop):
             await c.close()
 
     run(scenario())
