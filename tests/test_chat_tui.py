@@ -1,0 +1,230 @@
+"""The chat TUI driven by Textual's pilot, connected to the real server."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import pty
+import re
+import struct
+import subprocess
+import sys
+import termios
+import threading
+
+import pytest
+from textual.widgets import Input, Static
+
+from clients.cli.chat import ChatApp
+from clients.cli.chat_widgets import RoomItem
+from tests.helpers import PASSWORD, fresh_pseudonym, messages_until, room_with, user
+
+pytestmark = pytest.mark.integration
+
+
+def _labels(app: ChatApp) -> list:
+    return [item.info.label().plain for item in app.query(RoomItem)]
+
+
+def test_chat_shows_rooms_receives_live_and_sends(server, run):
+    async def scenario():
+        alice = await user(server, "alice")
+        bob = await user(server, "bob")
+        owls = await room_with(alice, bob, name="Night owls")
+        carers = await room_with(alice, bob, name="Carers")
+        await bob.sync()
+        app = ChatApp(alice, open_room="Night owls")
+        async with app.run_test(size=(110, 30)) as pilot:
+            await app.wait_until(lambda: app.current == owls and len(app.rooms) == 2)
+            assert sorted(label.strip() for label in _labels(app)) == ["Carers", "Night owls"]
+
+            # A message from another client appears live, shown by pseudonym only.
+            await bob.send(owls, "hello alice")
+            await app.wait_until(lambda: any(line.endswith(f"{bob.pseudonym}: hello alice") for line in app.log_widget.lines()))
+            assert not any(bob.user_id in line or alice.user_id in line for line in app.log_widget.lines())
+
+            # A message in a room that is not open marks it unread.
+            await bob.send(carers, "over here")
+            await app.wait_until(lambda: app.rooms[carers].unread == 1)
+            assert "\u25cf Carers (1)" in _labels(app)
+
+            # Typing updates the counter; Enter sends, and the other client receives it.
+            await pilot.press(*"hi bob")
+            await app.wait_until(lambda: app.counter_text == "6/4000")
+            await pilot.press("enter")
+            got = [e["content"]["body"] for e in await messages_until(bob, 3)]
+            assert got == ["hello alice", "over here", "hi bob"]
+            await app.wait_until(lambda: any(line.endswith(f"{alice.pseudonym}: hi bob") for line in app.log_widget.lines()))
+            assert app.query_one("#input", Input).value == ""
+            assert app.counter_text == "0/4000"
+
+            # Switching rooms clears the unread marker and shows that room's history.
+            await pilot.press("ctrl+n")
+            await app.wait_until(lambda: app.current == carers and app.rooms[carers].unread == 0)
+            await app.wait_until(lambda: any(line.endswith(f"{bob.pseudonym}: over here") for line in app.log_widget.lines()))
+        await alice.close()
+        await bob.close()
+
+    run(scenario(), timeout_s=60)
+
+
+def test_counter_warns_near_the_limit_and_refuses_to_send_over_it(server, run):
+    async def scenario():
+        alice = await user(server, "alice")
+        bob = await user(server, "bob")
+        room = await room_with(alice, bob)
+        await bob.sync()
+        app = ChatApp(alice)
+        async with app.run_test(size=(110, 30)) as pilot:
+            await app.wait_until(lambda: app.current == room)
+            field = app.query_one("#input", Input)
+            label = app.query_one("#counter", Static)
+            field.value = "x" * 3599
+            await app.wait_until(lambda: app.counter_text == "3599/4000")
+            assert not label.has_class("-warn") and not label.has_class("-over")
+            field.value = "x" * 3600
+            await app.wait_until(lambda: app.counter_text == "3600/4000")
+            assert label.has_class("-warn")
+            field.value = "x" * 4001
+            await app.wait_until(lambda: app.counter_text == "4001/4000")
+            assert label.has_class("-over") and field.has_class("-over")
+            field.focus()
+            await pilot.press("enter")
+            await app.wait_until(lambda: "Too long" in app.status)
+            assert field.value == "x" * 4001  # the draft is kept, nothing was sent
+            await pilot.press("backspace")
+            await app.wait_until(lambda: app.counter_text == "4000/4000")
+            await pilot.press("enter")
+            [got] = await messages_until(bob, 1)
+            assert got["content"]["body"] == "x" * 4000
+        await alice.close()
+        await bob.close()
+
+    run(scenario(), timeout_s=60)
+
+
+def test_scrolling_back_loads_older_pages(server, run):
+    async def scenario():
+        alice = await user(server, "alice")
+        room = await room_with(alice)
+        for i in range(70):
+            await alice.send(room, f"m{i}")
+        app = ChatApp(alice)
+        async with app.run_test(size=(110, 30)) as pilot:
+            await app.wait_until(lambda: app.current == room and len(app.log_widget.positions) == 50)
+            assert app.log_widget.lines()[-1].endswith(": m69")
+            assert app.older_from is not None
+            app.log_widget.scroll_home(animate=False)  # reaching the top loads the page before
+            await app.wait_until(lambda: any(line.endswith(": m0") for line in app.log_widget.lines()))
+            bodies = [line.rsplit(": ", 1)[-1] for line in app.log_widget.lines() if ": m" in line]
+            assert bodies == [f"m{i}" for i in range(70)]
+            await app.wait_until(lambda: app.older_from is None)
+            await pilot.press("ctrl+o")  # nothing older: harmless
+            assert len([line for line in app.log_widget.lines() if ": m" in line]) == 70
+        await alice.close()
+
+    run(scenario(), timeout_s=60)
+
+
+def test_invites_show_up_and_join_from_the_input_line(server, run):
+    async def scenario():
+        alice = await user(server, "alice")
+        bob = await user(server, "bob")
+        app = ChatApp(bob)
+        async with app.run_test(size=(110, 30)) as pilot:
+            await app.wait_until(lambda: "no rooms" in " ".join(app.log_widget.lines()))
+            room = (await alice.create_room("chat", "Carers", public=False))["room_id"]
+            await alice.invite(room, bob.user_id)
+            await app.wait_until(lambda: room in app.rooms and app.rooms[room].membership == "invite")
+            assert "Carers (invited)" in " ".join(_labels(app))
+            await pilot.press("ctrl+n")
+            await app.wait_until(lambda: app.current == room)
+            await pilot.press(*"/join", "enter")
+            await app.wait_until(lambda: app.rooms.get(room) is not None and app.rooms[room].membership == "join")
+            await alice.send(room, "welcome")
+            await app.wait_until(lambda: any(line.endswith(": welcome") for line in app.log_widget.lines()))
+        await alice.close()
+        await bob.close()
+
+    run(scenario(), timeout_s=60)
+
+
+class _Terminal:
+    """A pseudo-terminal running a process; collects its screen output as it comes."""
+
+    _ESCAPES = re.compile(rb"\x1b(\[[0-9;?<>=]*[ -/]*[@-~]|\][^\x07\x1b]*(\x07|\x1b\\)|[PX^_][^\x1b]*\x1b\\|.)")
+
+    def __init__(self, argv, env) -> None:
+        self.master, slave = pty.openpty()
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 110, 0, 0))
+        self.proc = subprocess.Popen(argv, env=env, stdin=slave, stdout=slave, stderr=slave, start_new_session=True)
+        os.close(slave)
+        self.raw = b""
+        self.cond = threading.Condition()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        while True:
+            try:
+                chunk = os.read(self.master, 65536)
+            except OSError:
+                chunk = b""
+            with self.cond:
+                if not chunk:
+                    self.raw += b"\0EOF"
+                    self.cond.notify_all()
+                    return
+                self.raw += chunk
+                self.cond.notify_all()
+
+    def text(self) -> str:
+        return self._ESCAPES.sub(b"", self.raw).decode("utf-8", "replace")
+
+    def wait_for(self, *needles: str, timeout_s: float = 20.0) -> None:
+        """Block until every needle has appeared on screen (fails after ``timeout_s`` seconds)."""
+        with self.cond:
+            ok = self.cond.wait_for(lambda: all(n in self.text() for n in needles) or b"\0EOF" in self.raw, timeout_s)
+        assert ok and all(n in self.text() for n in needles), (needles, self.text()[-2000:])
+
+    def type(self, data: str) -> None:
+        os.write(self.master, data.encode())
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        os.close(self.master)
+
+
+def test_sharon_chat_runs_in_a_real_terminal(server, run, tmp_path):
+    """The real driver (not headless): the reactor and Textual share the loop of ``sharon chat``."""
+    env = dict(os.environ, SHARON_CONFIG_DIR=str(tmp_path), SHARON_SERVER=server.ws_url, SHARON_PASSWORD=PASSWORD,
+               TERM="xterm-256color")
+    pseudonym = fresh_pseudonym("alice")
+    sharon = [sys.executable, "-m", "clients.cli.main"]
+    subprocess.run(sharon + ["register", pseudonym], env=env, check=True, capture_output=True, timeout=60)
+    room = subprocess.run(sharon + ["create-room", "Night owls", "--kind", "chat", "--public"], env=env, check=True,
+                          capture_output=True, text=True, timeout=60).stdout.strip()
+
+    async def bob_joins():
+        bob = await user(server, "bob")
+        await bob.join(room)
+        await bob.sync()
+        return bob
+
+    bob = run(bob_joins())
+    term = _Terminal(sharon + ["chat"], env)
+    try:
+        term.wait_for("Night owls", "0/4000", f"{bob.pseudonym} joined")
+        run(bob.send(room, "hello from bob"))
+        term.wait_for("hello from bob")
+        term.type("hi bob")
+        term.wait_for("6/4000")
+        term.type("\r")
+        got = run(messages_until(bob, 2))
+        assert [e["content"]["body"] for e in got] == ["hello from bob", "hi bob"]
+        term.type("\x11")  # Ctrl+Q
+        assert term.proc.wait(20) == 0
+    finally:
+        term.close()
+        run(bob.close())
