@@ -27,7 +27,16 @@ __all__ = ["start_logging", "json_observer", "text_observer"]
 _SKIP = frozenset({
     "log_logger", "log_source", "log_format", "log_level", "log_time", "log_namespace",
     "log_failure", "log_io", "log_trace", "log_system", "log_flattened", "format",
+    "message", "time", "isError", "system", "log_text", "log_legacy",
 })
+
+
+def _name(event: Dict[str, Any]) -> str:
+    """Our events use a bare name as the format; Twisted's own are formatted to text."""
+    fmt = event.get("log_format")
+    if fmt and "{" not in fmt:
+        return fmt
+    return formatEvent(event)
 
 
 def _fields(event: Dict[str, Any]) -> Dict[str, Any]:
@@ -51,7 +60,7 @@ def json_observer(stream: IO[str]) -> ILogObserver:
             "ts": round(event.get("log_time", time.time()), 3),
             "level": event["log_level"].name if "log_level" in event else "info",
             "ns": event.get("log_namespace", ""),
-            "event": event.get("log_format") or formatEvent(event),
+            "event": _name(event),
         }
         record.update(_fields(event))
         failure = event.get("log_failure")
@@ -71,7 +80,7 @@ def text_observer(stream: IO[str]) -> ILogObserver:
     def observe(event: Dict[str, Any]) -> None:
         stamp = time.strftime("%H:%M:%S", time.localtime(event.get("log_time", time.time())))
         level = event["log_level"].name if "log_level" in event else "info"
-        name = event.get("log_format") or formatEvent(event)
+        name = _name(event)
         extra = " ".join(f"{k}={v}" for k, v in _fields(event).items())
         stream.write(f"{stamp} {level:5} {name} {extra}".rstrip() + "\n")
         failure = event.get("log_failure")
