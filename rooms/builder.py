@@ -22,6 +22,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from protocol.errors import BadField
 from protocol.ids import UserID
+from rooms.power_levels import DEFAULTS
 from rooms.kinds import (
     CREATE, JOIN, JOIN_RULES, MEMBER, NAME, POWER_LEVELS, PUBLIC, INVITE_ONLY, ROOM_KINDS,
     ROOM_VERSION, TOPIC, RoomKind, is_valid_kind,
@@ -44,13 +45,8 @@ StateTriple = Tuple[str, str, Dict[str, Any]]
 def default_power_levels(creator: str, kind: str) -> Dict[str, Any]:
     """The ``m.room.power_levels`` content a new room of ``kind`` created by ``creator`` starts with."""
     return {
+        **DEFAULTS,
         "users": {creator: 100},
-        "users_default": 0,
-        "events_default": 0,
-        "state_default": 50,
-        "ban": 50,
-        "kick": 50,
-        "redact": 50,
         "invite": INVITE_LEVEL_BY_KIND[kind],
         "events": {NAME: 50, TOPIC: 50, POWER_LEVELS: 100},
     }

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import enum
 
+# One definition of the room version and kinds: they are part of the event format.
+from protocol.events import ROOM_KINDS, ROOM_VERSION
+
 __all__ = [
     "ROOM_VERSION",
     "ROOM_KINDS",
@@ -31,11 +34,6 @@ __all__ = [
     "JOIN_RULE_VALUES",
 ]
 
-ROOM_VERSION = "ps1"
-"""The one room version this server implements (federation.md: R11 format + R12 changes)."""
-
-ROOM_KINDS = ("chat", "dm", "forum", "wall", "blog")
-"""Every room kind, in the order docs/product.md lists them."""
 
 
 class RoomKind(str, enum.Enum):
