@@ -55,10 +55,12 @@ class SharonServerProtocol(WebSocketServerProtocol):
 
     def onOpen(self) -> None:
         self.factory.connections.add(self)
+        log.debug("ws.open", subprotocol=self.codec.subprotocol, connections=len(self.factory.connections))
 
     def onClose(self, wasClean: bool, code: Optional[int], reason: Optional[str]) -> None:
         self.factory.connections.discard(self)
         self.factory.hub.remove_connection(self, self.user_id)
+        log.debug("ws.close", code=code, clean=wasClean, user_id=self.user_id)
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         request_id = None
@@ -131,6 +133,8 @@ class SharonServerProtocol(WebSocketServerProtocol):
         self.session = session
         self.user_id = session.user_id if session else None
         self.live = False
+        if session is not None:
+            log.info("session.started", user_id=session.user_id, device_id=session.device_id)
 
     async def start_sync(self, request_id: Any, since: Optional[int]) -> object:
         """Go live; replay everything after ``since`` first, then reply and flush held events."""

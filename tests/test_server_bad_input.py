@@ -145,3 +145,23 @@ def test_http_endpoints_and_their_errors(server):
     assert status == 401
     status, body = http(server, "GET", "/health")
     assert status == 200
+
+
+def test_handshake_without_a_known_subprotocol_is_refused(server):
+    import base64
+    import os
+    import socket
+
+    def handshake(protocol_header: str) -> bytes:
+        key = base64.b64encode(os.urandom(16)).decode()
+        request = (f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\nUpgrade: websocket\r\n"
+                   f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+                   f"{protocol_header}\r\n")
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+            sock.sendall(request.encode())
+            return sock.recv(4096)
+
+    assert handshake("").startswith(b"HTTP/1.1 400")
+    assert handshake("Sec-WebSocket-Protocol: mqtt\r\n").startswith(b"HTTP/1.1 400")
+    accepted = handshake("Sec-WebSocket-Protocol: sharon.v1.json\r\n")
+    assert accepted.startswith(b"HTTP/1.1 101") and b"sharon.v1.json" in accepted
