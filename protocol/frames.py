@@ -17,14 +17,15 @@ import msgpack
 from protocol.canonical_json import check_json_value, decode_strict
 from protocol.errors import BadField, BadFrame, BadMsgpack, BadRequest, MissingField, SharonError, UnknownOp
 from protocol.events import ROOM_KINDS
-from protocol.ids import RoomID, UserID
+from protocol.ids import EventID, RoomID, UserID
 
 __all__ = [
     "SUBPROTOCOL_MSGPACK", "SUBPROTOCOL_JSON", "SUBPROTOCOLS", "Codec", "MsgpackCodec",
     "JsonCodec", "MSGPACK_CODEC", "JSON_CODEC", "codec_for", "RequestId", "Register", "Login",
     "Auth", "Logout", "Ping", "CreateRoom", "Invite", "Join", "Leave", "Rooms", "Send", "History",
     "Sync", "Request", "parse_request", "read_request_id", "ok_frame", "error_frame",
-    "event_frame",
+    "event_frame", "register_request", "read_str", "read_int", "read_bool", "read_room_id",
+    "read_user_id", "read_event_id",
 ]
 
 SUBPROTOCOL_MSGPACK = "sharon.v1.msgpack"
@@ -363,6 +364,59 @@ _PARSERS: Dict[str, Callable[[Dict[str, Any], RequestId], Request]] = {
     "history": _parse_history,
     "sync": _parse_sync,
 }
+
+
+def register_request(op: str, parser: Callable[[Dict[str, Any], RequestId], Any]) -> None:
+    """Add an operation: ``parser(frame, request_id)`` returns its typed request or raises.
+
+    Feature modules (forums, media, ...) register their operations at import time; an op
+    can be registered once only.
+    """
+    if op in _PARSERS:
+        raise ValueError(f"op {op!r} is already registered")
+    _PARSERS[op] = parser
+
+
+def read_str(frame: Dict[str, Any], name: str, *, min_len: int = 0, max_len: Optional[int] = None,
+             optional: bool = False) -> Optional[str]:
+    """A string field with a length in characters (MissingField/BadField naming ``name``)."""
+    return _str(frame, name, min_len=min_len, max_len=max_len, optional=optional)
+
+
+def read_int(frame: Dict[str, Any], name: str, default: Optional[int], low: int, high: Optional[int]) -> Optional[int]:
+    """An optional integer field in ``low..high``; ``default`` if absent or null."""
+    return _int(frame, name, default, low, high)
+
+
+def read_bool(frame: Dict[str, Any], name: str, default: bool) -> bool:
+    """An optional boolean field; ``default`` if absent or null."""
+    value = frame.get(name)
+    if value is None:
+        return default
+    if type(value) is not bool:
+        raise BadField(f"{name} must be true or false", name)
+    return value
+
+
+def read_room_id(frame: Dict[str, Any], name: str = "room_id") -> RoomID:
+    """A required room ID field."""
+    if name not in frame:
+        raise MissingField(f"{name} is required", name)
+    return RoomID.parse(frame[name], field=name)
+
+
+def read_user_id(frame: Dict[str, Any], name: str = "user_id") -> UserID:
+    """A required user ID field."""
+    if name not in frame:
+        raise MissingField(f"{name} is required", name)
+    return UserID.parse(frame[name], field=name)
+
+
+def read_event_id(frame: Dict[str, Any], name: str = "event_id") -> EventID:
+    """A required event ID field."""
+    if name not in frame:
+        raise MissingField(f"{name} is required", name)
+    return EventID.parse(frame[name], field=name)
 
 
 def _valid_id(value: Any) -> bool:

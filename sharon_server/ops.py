@@ -11,7 +11,7 @@ from typing import Any, Dict
 from protocol import frames as F
 from sharon_server.ws import REPLIED, SharonServerProtocol
 
-__all__ = ["HANDLERS"]
+__all__ = ["HANDLERS", "register_handlers"]
 
 Conn = SharonServerProtocol
 
@@ -102,3 +102,11 @@ HANDLERS = {
     F.CreateRoom: _create_room, F.Invite: _invite, F.Join: _join, F.Leave: _leave,
     F.Rooms: _rooms, F.Send: _send, F.History: _history, F.Sync: _sync,
 }
+
+
+def register_handlers(handlers: Dict[type, Any]) -> None:
+    """Add a feature's handlers (request type -> ``async handler(conn, request)``)."""
+    for request_type, handler in handlers.items():
+        if request_type in HANDLERS:
+            raise ValueError(f"a handler for {request_type.__name__} is already registered")
+        HANDLERS[request_type] = handler

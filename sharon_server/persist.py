@@ -30,6 +30,7 @@ class PendingEvent:
     room_row: Any = None
     extremity: Any = None
     txn_row: Any = None
+    extra: Any = None
     payload: Any = None
     future: Optional["asyncio.Future[None]"] = None
 
@@ -84,6 +85,7 @@ class GroupCommitter:
                         rooms_new=[p.room_row for p in batch if p.room_row is not None],
                         extremities=_last_extremities(batch),
                         txns=[p.txn_row for p in batch if p.txn_row is not None],
+                        extra=_group_extra(batch),
                     )
                 except BaseException as exc:  # noqa: BLE001 - every waiter must hear of it
                     failed = batch + self._queue
@@ -113,3 +115,16 @@ def _last_extremities(batch: List[PendingEvent]) -> list:
         if p.extremity is not None:
             latest[p.extremity[0]] = p.extremity
     return list(latest.values())
+
+
+def _group_extra(batch: List[PendingEvent]) -> list:
+    """Every event's derived rows, in event order; consecutive uses of one statement merge
+    into one executemany (never reordered, so an update never runs before its insert)."""
+    runs: list = []
+    for p in batch:
+        for stmt, params in p.extra or ():
+            if runs and runs[-1][0] is stmt:
+                runs[-1][1].extend(params)
+            else:
+                runs.append((stmt, list(params)))
+    return runs

@@ -10,6 +10,7 @@ after its transaction has committed.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 from collections import OrderedDict
 from typing import Any, Callable, Dict, List, Optional, Set, Tuple
@@ -26,6 +27,7 @@ from rooms import auth
 from rooms.builder import initial_state
 from rooms.state import RoomState
 from sharon_server.accounts import Session
+from sharon_server.event_types import CreateGuard, EventType, JoinGuard, SendContext
 from sharon_server.hub import Hub
 from sharon_server.persist import GroupCommitter, PendingEvent
 from sharon_server.storage.rows import EventRow, RoomRow, StateRow, TxnRow
@@ -63,6 +65,15 @@ class RoomService:
         self._next_pos = 1
         self._broken = False
         self.committer = GroupCommitter(store.persist_batch, self._on_commit, self._on_failure)
+        self.event_types: Dict[str, EventType] = {}
+        self.join_guards: List[JoinGuard] = []
+        self.create_guards: List[CreateGuard] = []
+        self.body_limit: Callable[[str, str], int] = lambda room_id, kind: self.max_body_chars
+        self.register_event_type(MessageType(self))
+
+    def register_event_type(self, event_type: EventType) -> None:
+        """Let clients send ``event_type.etype`` events through ``send_event``."""
+        self.event_types[event_type.etype] = event_type
 
     # -- start-up --------------------------------------------------------------------
     async def load(self) -> None:
@@ -157,13 +168,25 @@ class RoomService:
 
     # -- operations --------------------------------------------------------------------
     async def create_room(self, session: Session, kind: str, name: str, topic: Optional[str],
-                          public: bool) -> Tuple[str, int]:
-        """Create a room with its initial state; returns (room_id, pos of the last event)."""
+                          public: bool, options: Optional[Dict[str, Any]] = None) -> Tuple[str, int]:
+        """Create a room with its initial state; returns (room_id, pos of the last event).
+
+        ``options`` goes to the create guards, which may refuse, or fill
+        ``options["create_content"]`` (extra keys of the create event, e.g. the service) and
+        ``options["extra_state"]`` (more initial state events as (type, state_key, content)).
+        """
+        options = dict(options or {})
+        for guard in self.create_guards:
+            verdict = guard(session, kind, options)
+            if inspect.isawaitable(verdict):
+                await verdict
         self._check_available()
         if kind == "dm" and public:
             raise BadField("a dm room cannot be public", "public")
         plan = initial_state(session.user_id, kind, name, topic, public, session.pseudonym)
+        plan.extend(options.get("extra_state", ()))
         (ctype, ckey, ccontent), rest = plan[0], plan[1:]
+        ccontent = {**options.get("create_content", {}), **ccontent}
         signed, create_id, pos = self._build(None, session.user_id, ctype, ccontent, ckey)
         room_id = "!" + create_id[1:]
         state = RoomState()
@@ -201,6 +224,12 @@ class RoomService:
         current = state.membership(target)
         if membership == "join" and current == "join":
             return self._current_member_event(state, room_id, target)
+        if membership in ("join", "invite"):
+            for guard in self.join_guards:
+                verdict = guard(target, room_id, state)
+                if inspect.isawaitable(verdict):
+                    await verdict
+            self._check_available()
         if membership == "leave" and current not in ("join", "invite"):
             raise NotInRoom(f"you are not in room {room_id}", "room_id")
         signed, event_id, pos = self._build(room_id, session.user_id, _MEMBER, content, target)
@@ -213,8 +242,11 @@ class RoomService:
 
     async def send_message(self, session: Session, room_id: str, txn_id: str,
                            body: str) -> Tuple[str, int, bool]:
-        """Send a text message, idempotent per (account, txn_id); returns (event_id, pos, duplicate)."""
-        key = (session.user_id, txn_id)
+        """Send a text message (``m.room.message``); see ``send_event``."""
+        return await self.send_event(session, room_id, "m.room.message",
+                                     {"msgtype": "m.text", "body": body}, txn_id)
+
+    async def _txn_hit(self, key: Tuple[str, str]) -> Optional[Tuple[str, int]]:
         hit = self._txns.get(key)
         if hit is None:
             pending = self._pending_txns.get(key)
@@ -222,31 +254,63 @@ class RoomService:
                 await asyncio.shield(pending)
                 hit = self._txns.get(key)
             elif not self._txns_complete:
-                row = await self._store.get_txn(session.user_id, txn_id)
+                row = await self._store.get_txn(key[0], key[1])
                 if row is not None:
                     hit = (row.event_id, row.pos)
-        if hit is not None:
-            return hit[0], hit[1], True
+        return hit
+
+    async def send_event(self, session: Session, room_id: str, etype: str, content: Dict[str, Any],
+                         txn_id: Optional[str] = None, state_key: Optional[str] = None) -> Tuple[str, int, bool]:
+        """Send an event of a registered type; idempotent per (account, txn_id) when given.
+
+        Returns (event_id, pos, duplicate); the reply is sent after the commit.
+        """
+        key = (session.user_id, txn_id) if txn_id is not None else None
+        if key is not None:
+            hit = await self._txn_hit(key)
+            if hit is not None:
+                return hit[0], hit[1], True
+        etype_spec = self.event_types.get(etype)
+        if etype_spec is None or etype_spec.state_event != (state_key is not None):
+            raise BadField(f"event type {etype!r} cannot be sent here", "type")
         self._check_available()
         state = self._state(room_id)
         if state.membership(session.user_id) != "join":
             raise NotInRoom(f"you are not joined to room {room_id}", "room_id")
-        if len(body) > self.max_body_chars:
-            raise TooLarge(f"body is {len(body)} characters; the limit is {self.max_body_chars}", "body")
-        content = {"msgtype": "m.text", "body": body}
-        signed, event_id, pos = self._build(room_id, session.user_id, "m.room.message", content)
-        item = self._pending(room_id, signed, event_id, pos, state, txn_row=TxnRow(
-            user_id=session.user_id, txn_id=txn_id, event_id=event_id, pos=pos))
+        kind = self.kinds.get(room_id, "chat")
+        if etype_spec.kinds is not None and kind not in etype_spec.kinds:
+            raise BadField(f"{etype} events cannot be sent in a {kind} room", "type")
+        ctx = SendContext(session=session, room_id=room_id, kind=kind, state=state, etype=etype,
+                          content=content, state_key=state_key)
+        prepared = etype_spec.prepare(ctx)
+        if inspect.isawaitable(prepared):
+            await prepared
+            if key is not None:  # a duplicate may have committed while we awaited
+                hit = await self._txn_hit(key)
+                if hit is not None:
+                    return hit[0], hit[1], True
+            self._check_available()
+            if state.membership(session.user_id) != "join":
+                raise NotInRoom(f"you are not joined to room {room_id}", "room_id")
+        signed, event_id, pos = self._build(room_id, session.user_id, etype, ctx.content, state_key)
+        txn_row = None if key is None else TxnRow(
+            user_id=session.user_id, txn_id=txn_id, event_id=event_id, pos=pos)
+        item = self._pending(room_id, signed, event_id, pos, state, txn_row=txn_row,
+                             extra=etype_spec.derive(ctx, event_id, pos, signed) or None)
         future = self.committer.submit(item)
-        self._pending_txns[key] = future
-        try:
+        if key is None:
             await future
-        finally:
-            self._pending_txns.pop(key, None)
-        self._txns[key] = (event_id, pos)
-        if len(self._txns) > self._txn_cache_size:
-            self._txns.popitem(last=False)
-            self._txns_complete = False
+        else:
+            self._pending_txns[key] = future
+            try:
+                await future
+            finally:
+                self._pending_txns.pop(key, None)
+            self._txns[key] = (event_id, pos)
+            if len(self._txns) > self._txn_cache_size:
+                self._txns.popitem(last=False)
+                self._txns_complete = False
+        etype_spec.committed(ctx, event_id, pos, signed)
         return event_id, pos, False
 
     # -- reading -------------------------------------------------------------------------
@@ -343,3 +407,21 @@ class RoomService:
         """Sizes of the in-memory structures, for metrics and the health endpoint."""
         return {"rooms": len(self.rooms), "txn_cache": len(self._txns),
                 "commit_queue": self.committer.queue_length}
+
+
+class MessageType(EventType):
+    """``m.room.message``: a text message; the body limit depends on the room's kind and service."""
+
+    etype = "m.room.message"
+
+    def __init__(self, rooms: RoomService) -> None:
+        self._rooms = rooms
+
+    def prepare(self, ctx: SendContext) -> None:
+        """Check the body against the room's character limit."""
+        body = ctx.content.get("body")
+        if type(body) is not str or not body:
+            raise BadField("body must be a non-empty string", "body")
+        limit = self._rooms.body_limit(ctx.room_id, ctx.kind)
+        if len(body) > limit:
+            raise TooLarge(f"body is {len(body)} characters; the limit here is {limit}", "body")

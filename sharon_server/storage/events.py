@@ -9,7 +9,7 @@ scanning the events table.
 
 from __future__ import annotations
 
-from typing import Dict, List, Literal, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Literal, Optional, Sequence, Tuple
 
 import sqlalchemy as sa
 
@@ -104,15 +104,20 @@ class EventStore:
         rooms_new: Sequence[RoomRow] = (),
         extremities: Sequence[Extremity] = (),
         txns: Sequence[TxnRow] = (),
+        extra: Sequence[Tuple[Any, List[Dict[str, Any]]]] = (),
     ) -> None:
         """Persist one group commit atomically: all of it, or (on any error) none of it.
+
+        ``extra`` is ``(statement, params list)`` pairs for rows derived from the events
+        (thread indexes, tags, notifications, ...), executed after the events, in order, in
+        the same transaction, so derived data is never out of step with the event stream.
 
         ``state`` rows replace the current state at their ``(room_id, type, state_key)``
         (the last row for a key wins); ``extremities`` set ``rooms.last_event_id``/``depth``
         (the last one per room wins). A duplicate event ID, pos or txn raises
         ``sqlalchemy.exc.IntegrityError`` and nothing is written.
         """
-        if not (events or state or rooms_new or extremities or txns):
+        if not (events or state or rooms_new or extremities or txns or extra):
             return
         state_params = to_params({(s.room_id, s.type, s.state_key): s for s in state}.values(), _STATE_COLS)
         ext_params = [
@@ -130,6 +135,9 @@ class EventStore:
                 await conn.execute(_SET_EXTREMITY, ext_params)
             if txns:
                 await conn.execute(_INSERT_TXNS, to_params(txns, _TXN_COLS))
+            for stmt, params in extra:
+                if params:
+                    await conn.execute(stmt, params)
 
     async def load_rooms(self) -> List[RoomRow]:
         """Every room with its forward extremity (for start-up)."""

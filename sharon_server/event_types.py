@@ -1,0 +1,71 @@
+"""The seam through which features (forums, walls, blogs, mentions, ...) add event types.
+
+A feature registers an ``EventType`` for each event type clients may send with
+``send_event``. The room service calls, in order:
+
+1. ``prepare(ctx)`` before the event is built: validate and normalise ``ctx.content``
+   (raise a ``SharonError`` naming the field), check permissions the auth rules cannot
+   express (e.g. "only the author edits a blog post"). May be ``async`` when it must read
+   storage; keep it synchronous when it can, so the hot path stays free of awaits.
+2. ``derive(ctx, event_id, pos, event)`` while the event is applied: rows derived from the
+   event (thread index, tags, notifications) as ``(statement, [params])`` pairs, written in
+   the same transaction as the event.
+3. ``committed(ctx, event_id, pos, event)`` after the commit: live side effects such as
+   pushing notifications.
+
+Guards let features veto joins and room creation (e.g. "only members of the service").
+"""
+
+from __future__ import annotations
+
+from typing import Any, Awaitable, Callable, Dict, FrozenSet, List, Optional, Tuple, Union
+
+import attr
+
+__all__ = ["SendContext", "EventType", "Derived", "JoinGuard", "CreateGuard"]
+
+Derived = List[Tuple[Any, List[Dict[str, Any]]]]
+"""Rows derived from an event: ``(SQLAlchemy statement, [params, ...])`` pairs."""
+
+
+@attr.s(slots=True, auto_attribs=True)
+class SendContext:
+    """Everything a hook may need about one event being sent."""
+
+    session: Any
+    room_id: str
+    kind: str
+    state: Any
+    etype: str
+    content: Dict[str, Any]
+    state_key: Optional[str] = None
+    scratch: Dict[str, Any] = attr.Factory(dict)
+
+
+class EventType:
+    """Base class for a sendable event type; override what the type needs."""
+
+    etype: str = ""
+    kinds: Optional[FrozenSet[str]] = None
+    """Room kinds this type may be sent in (None: every kind)."""
+    state_event: bool = False
+
+    def prepare(self, ctx: SendContext) -> Union[None, Awaitable[None]]:
+        """Validate and normalise ``ctx.content`` in place; raise SharonError to refuse."""
+        return None
+
+    def derive(self, ctx: SendContext, event_id: str, pos: int, event: Dict[str, Any]) -> Derived:
+        """Rows to write in the event's own transaction."""
+        return []
+
+    def committed(self, ctx: SendContext, event_id: str, pos: int, event: Dict[str, Any]) -> None:
+        """Live side effects once the event is durable."""
+        return None
+
+
+JoinGuard = Callable[[str, str, Any], Union[None, Awaitable[None]]]
+"""``guard(user_id, room_id, state)``: raise a SharonError to refuse that user joining or
+being invited to the room."""
+
+CreateGuard = Callable[[Any, str, Dict[str, Any]], Union[None, Awaitable[None]]]
+"""``guard(session, kind, options)``: raise to refuse creating a room; may add to options."""
