@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import os
 import pty
@@ -15,7 +16,9 @@ import threading
 import pytest
 from textual.widgets import Input, Static
 
+from clients.cli import chat as chat_module
 from clients.cli.chat import ChatApp
+from clients.client import SharonClient
 from clients.cli.chat_widgets import RoomItem
 from tests.helpers import PASSWORD, fresh_pseudonym, messages_until, room_with, user
 
@@ -147,6 +150,53 @@ def test_invites_show_up_and_join_from_the_input_line(server, run):
         await bob.close()
 
     run(scenario(), timeout_s=60)
+
+
+def test_long_sessions_keep_a_bounded_log(server, run, monkeypatch):
+    monkeypatch.setattr(chat_module, "MAX_LOG_ENTRIES", 60)
+
+    async def scenario():
+        alice = await user(server, "alice")
+        bob = await user(server, "bob")
+        room = await room_with(alice, bob)
+        for i in range(50):
+            await alice.send(room, f"old {i}")
+        app = ChatApp(alice)
+        async with app.run_test(size=(110, 30)):
+            await app.wait_until(lambda: len(app.log_widget.positions) == 50)
+            for i in range(30):
+                await bob.send(room, f"live {i}")
+            log = app.log_widget
+            await app.wait_until(lambda: log.lines()[-1].endswith(": live 29") and len(log.lines()) == 60)
+            assert len(log.positions) == 60 and log.lines()[0].endswith(": old 20")
+            assert app.older_from == app.log_widget.positions[0]  # the dropped ones can be paged back in
+        await alice.close()
+        await bob.close()
+
+    run(scenario(), timeout_s=60)
+
+
+def test_chat_reconnects_and_resumes_after_a_server_restart(server, run):
+    async def scenario():
+        alice = await user(server, "alice")
+        bob = await user(server, "bob")
+        room = await room_with(alice, bob)
+        app = ChatApp(alice)
+        async with app.run_test(size=(110, 30)):
+            await app.wait_until(lambda: app.current == room)
+            await asyncio.get_running_loop().run_in_executor(None, server.restart)
+            bob_again = await SharonClient.connect(server.ws_url)
+            await bob_again.auth(bob.token)
+            await bob_again.send(room, "sent while you were away")  # before or after the app is back
+            await app.wait_until(lambda: any(line.endswith(": sent while you were away") for line in app.log_widget.lines()), 30)
+            await app.wait_until(lambda: app.status == "reconnected")
+            assert app.client is not alice and not app.client.closed
+            await app.client.send(room, "back again")
+            await app.wait_until(lambda: any(line.endswith(": back again") for line in app.log_widget.lines()))
+            await app.client.close()
+            await bob_again.close()
+
+    run(scenario(), timeout_s=90)
 
 
 class _Terminal:

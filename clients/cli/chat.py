@@ -21,7 +21,7 @@ from textual import on, work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
-from textual.widgets import Footer, Input, ListView, Static
+from textual.widgets import Footer, Header, Input, ListView, Static
 
 from clients.cli import counter, render
 from clients.cli.chat_widgets import MessageLog, RoomInfo, RoomItem
@@ -30,6 +30,7 @@ from protocol.errors import SharonError
 __all__ = ["ChatApp"]
 
 PAGE = 50
+MAX_LOG_ENTRIES = 2000  # events kept in the open room's log; older ones are re-read on demand
 HELP = "Commands: /join [ROOM_ID]  /leave  /help.  Keys: Ctrl+N/Ctrl+P next/previous room, Ctrl+O older messages, Ctrl+Q quit."
 
 
@@ -73,6 +74,7 @@ class ChatApp(App):
     # -- composition -----------------------------------------------------------------------
 
     def compose(self) -> ComposeResult:
+        yield Header(show_clock=False, icon="")
         with Horizontal():
             yield ListView(id="rooms")
             with Vertical(id="main"):
@@ -112,7 +114,13 @@ class ChatApp(App):
             while not predicate():
                 await self._change.wait()
 
-        await asyncio.wait_for(loop(), timeout_s)
+        try:
+            await asyncio.wait_for(loop(), timeout_s)
+        except (asyncio.TimeoutError, TimeoutError):
+            recent = self.log_widget.lines()[-3:] if self.is_running else []
+            raise TimeoutError(
+                f"condition not met within {timeout_s} s (room {self.current}, status {self.status!r}, last lines {recent})"
+            ) from None
 
     # -- rooms -----------------------------------------------------------------------------
 
@@ -228,7 +236,10 @@ class ChatApp(App):
                 self._set_status(f"{e}; reconnecting\u2026")
                 await self._reconnect()
                 continue
-            await self._on_event(event)
+            try:
+                await self._on_event(event)
+            except (SharonError, TimeoutError) as e:
+                self._set_status(_describe_error(e))
 
     async def _on_event(self, event: Dict[str, Any]) -> None:
         room_id = event.get("room_id")
@@ -236,7 +247,10 @@ class ChatApp(App):
         if room_id not in self.rooms or concerns_me:
             await self._reload_rooms()
         if room_id == self.current:
-            await self.log_widget.add_events([event], self.client.user_id)
+            log = self.log_widget
+            await log.add_events([event], self.client.user_id)
+            if await log.trim(MAX_LOG_ENTRIES):
+                self.older_from = log.positions[0]  # the trimmed events come back a page at a time
         elif room_id in self.rooms and render.is_message(event):
             self.rooms[room_id].unread += 1
             self._refresh_room_item(room_id)
@@ -255,6 +269,7 @@ class ChatApp(App):
                 delay = min(delay * 2, 10.0)
                 continue
             except SharonError as e:
+                await fresh.close()
                 self._set_status(f"cannot resume: {e.code}: {e.reason}. Quit and run `sharon login`.")
                 await asyncio.Event().wait()  # nothing more to do; the user quits
             self.client = fresh
@@ -295,11 +310,17 @@ class ChatApp(App):
             self._set_status("Open a room you have joined first.")
             return
         message.input.value = ""
+        self._send(self.current, text)
+
+    @work(group="send")
+    async def _send(self, room_id: str, text: str) -> None:
+        """Send in a worker so a slow server never freezes the keyboard; the echo shows it."""
         try:
-            await self.client.send(self.current, text)
+            await self.client.send(room_id, text)
         except (SharonError, ConnectionError, TimeoutError) as e:
-            if not message.input.value:
-                message.input.value = text  # give the draft back
+            field = self.query_one("#input", Input)
+            if not field.value:
+                field.value = text  # give the draft back
             self._set_status(_describe_error(e))
 
     async def _command(self, text: str) -> None:

@@ -155,6 +155,16 @@ class MessageLog(VerticalScroll):
             self.positions.insert(i, pos)
         return len(fresh)
 
+    async def trim(self, max_entries: int) -> int:
+        """Drop the oldest events beyond ``max_entries`` while following the bottom; returns how many."""
+        excess = len(self.positions) - max_entries
+        if excess <= 0 or not self.following:
+            return 0
+        doomed = list(self.query(".event"))[:excess]
+        del self.positions[:excess]
+        await self.remove_children(doomed)
+        return excess
+
     def lines(self) -> List[str]:
         """The log as plain text, one entry per event (for tests and copy)."""
         return [_plain(child) for child in self.query(Static)]
