@@ -39,6 +39,7 @@ MAX_INCOMING_BYTES = 16 * 1024 * 1024
 """Largest frame accepted from the server, in bytes: a full history page of large events fits."""
 
 _MAX_REQUEST_ID = 2**31 - 1
+_MAX_ABANDONED = 1000
 _CLOSED = object()  # queue sentinel: the connection is gone
 
 
@@ -94,7 +95,9 @@ class SharonClient:
 
     After ``register``, ``login`` or ``auth`` the attributes ``user_id``, ``pseudonym``,
     ``device_id`` and ``token`` describe the session. ``last_pos`` is the highest stream
-    position seen (events and ``sync`` replies): pass it to ``sync(since=...)`` to resume.
+    position received (pushed events, queued or not, and ``sync`` replies): after draining
+    ``next_event`` to the ConnectionError, pass it to ``sync(since=...)`` on a new
+    connection to resume without a gap.
     """
 
     def __init__(self, url: str, encoding: str, loop: asyncio.AbstractEventLoop, request_timeout_s: Optional[float]):
@@ -119,6 +122,7 @@ class SharonClient:
         self._refusal: Optional[str] = None
         self._failure: Optional[str] = None
         self._pending: Dict[int, asyncio.Future] = {}
+        self._abandoned: Dict[int, None] = {}  # ids of timed-out requests: drop their late replies
         self._last_id = 0
         self._events: asyncio.Queue = asyncio.Queue()  # bounded by hand: the sentinel must always fit
         self._frames: asyncio.Queue = asyncio.Queue()
@@ -264,6 +268,8 @@ class SharonClient:
             if fut is not None and not fut.done():
                 fut.set_result(frame)
                 return
+            if self._abandoned.pop(rid, False) is None:
+                return
         self._enqueue(self._frames, frame, "unmatched reply frames")
 
     def _on_event(self, event: Any) -> None:
@@ -355,6 +361,9 @@ class SharonClient:
             self._proto.sendMessage(data, isBinary=self._codec.binary)
             reply = await asyncio.wait_for(fut, self.request_timeout_s)
         except (asyncio.TimeoutError, TimeoutError):
+            self._abandoned[rid] = None
+            if len(self._abandoned) > _MAX_ABANDONED:
+                del self._abandoned[next(iter(self._abandoned))]
             raise TimeoutError(f"no reply to {op!r} within {self.request_timeout_s} s") from None
         finally:
             self._pending.pop(rid, None)

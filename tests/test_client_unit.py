@@ -13,6 +13,7 @@ import socket
 import stat
 from typing import Any, Dict, List, Optional
 
+import msgpack
 import pytest
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionDeny
@@ -184,7 +185,7 @@ def test_cli_default_server_comes_from_the_environment(monkeypatch):
 
 @pytest.mark.parametrize(
     "argv",
-    [[], ["fly"], ["create-room", "x"], ["create-room", "x", "--kind", "castle"], ["tail", "!r", "--count", "0"],
+    [[], ["fly"], ["create-room", "x"], ["--server", "http://h/ws", "rooms"], ["--server", "ws://", "rooms"], ["create-room", "x", "--kind", "castle"], ["tail", "!r", "--count", "0"],
      ["history", "!r", "--limit", "many"], ["send", "!r"]],
 )
 def test_cli_usage_errors_exit_2(argv, capsys):
@@ -262,7 +263,7 @@ class _FakeProtocol(WebSocketServerProtocol):
         elif op == "hang":
             self.transport.abortConnection()
         elif op == "slow":
-            pass
+            self.factory.late_reply = lambda: self._send({"op": "ok", "id": rid})
         else:
             self._send({"op": "ok", "id": rid, "echo": {k: v for k, v in frame.items() if k not in ("op", "id")}})
 
@@ -365,6 +366,9 @@ def test_request_timeout(fake_server, run):
         c = await SharonClient.connect(fake_server.url, request_timeout_s=0.2)
         with pytest.raises(TimeoutError, match="no reply to 'slow'"):
             await c.request("slow")
+        fake_server.late_reply()  # a late reply to the abandoned request is dropped, not queued
+        await c.send_raw(msgpack.packb({"op": "ping", "id": "r"}), binary=True)
+        assert (await c.next_frame(5))["id"] == "r"
         await c.close()
 
     run(scenario())

@@ -12,6 +12,7 @@ import asyncio
 import getpass
 import os
 import sys
+import urllib.parse
 from typing import Any, List, Optional, Sequence
 
 from clients import runtime
@@ -46,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="sharon", description="Terminal client for a SHaRON server.")
     p.add_argument(
         "--server",
+        type=_server_url,
         default=os.environ.get("SHARON_SERVER") or DEFAULT_SERVER,
         help=f"WebSocket URL of the server (env SHARON_SERVER, default {DEFAULT_SERVER})",
     )
@@ -91,6 +93,13 @@ def build_parser() -> argparse.ArgumentParser:
     c = cmd("chat", "open the interactive chat")
     c.add_argument("room", nargs="?", help="room to open first")
     return p
+
+
+def _server_url(text: str) -> str:
+    parts = urllib.parse.urlsplit(text)
+    if parts.scheme not in ("ws", "wss") or not parts.hostname:
+        raise argparse.ArgumentTypeError(f"not a WebSocket URL (ws://host:port/ws or wss://...): {text!r}")
+    return text
 
 
 def _positive(text: str) -> int:
