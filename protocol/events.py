@@ -20,6 +20,8 @@ from protocol.signing import SigningKey, VerifyKey, sign_json, verify_json
 __all__ = [
     "ROOM_VERSION",
     "ROOM_KINDS",
+    "SPACE_KIND",
+    "CLIENT_ROOM_KINDS",
     "MAX_PDU_BYTES",
     "MAX_PREV_EVENTS",
     "MAX_AUTH_EVENTS",
@@ -40,8 +42,18 @@ __all__ = [
 ROOM_VERSION = "ps1"
 """The one room version this server implements."""
 
-ROOM_KINDS = ("chat", "dm", "forum", "wall", "blog")
-"""Room kinds a ``m.room.create`` event may declare in ``content.kind``."""
+ROOM_KINDS = ("chat", "dm", "forum", "wall", "blog", "space")
+"""Room kinds a ``m.room.create`` event may declare in ``content.kind``.
+
+``space`` is a service (a clinical service or cohort): its members are the service's
+members and its rooms point at it from their create event's ``service`` key.
+"""
+
+SPACE_KIND = "space"
+"""The kind of a service's own room."""
+
+CLIENT_ROOM_KINDS = ("chat", "dm", "forum", "wall", "blog")
+"""Kinds a member may create with ``create_room`` (services are created by admins)."""
 
 MAX_PDU_BYTES = 65536
 """Largest event, as canonical JSON bytes, including signatures and ``unsigned``."""

@@ -16,7 +16,7 @@ import msgpack
 
 from protocol.canonical_json import check_json_value, decode_strict
 from protocol.errors import BadField, BadFrame, BadMsgpack, BadRequest, MissingField, SharonError, UnknownOp
-from protocol.events import ROOM_KINDS
+from protocol.events import CLIENT_ROOM_KINDS
 from protocol.ids import EventID, RoomID, UserID
 
 __all__ = [
@@ -182,6 +182,7 @@ class CreateRoom:
     name: str
     topic: Optional[str] = None
     public: bool = False
+    service_id: Optional[RoomID] = None
 
 
 @_frozen
@@ -308,8 +309,8 @@ def _parse_auth(frame: Dict[str, Any], rid: RequestId) -> Request:
 def _parse_create_room(frame: Dict[str, Any], rid: RequestId) -> Request:
     """Fields of ``create_room: kind, name, topic?, public?``."""
     kind = _str(frame, "kind")
-    if kind not in ROOM_KINDS:
-        raise BadField(f"kind must be one of {', '.join(ROOM_KINDS)}", "kind")
+    if kind not in CLIENT_ROOM_KINDS:
+        raise BadField(f"kind must be one of {', '.join(CLIENT_ROOM_KINDS)}", "kind")
     name = _str(frame, "name", min_len=1, max_len=255)
     topic = _str(frame, "topic", max_len=1000, optional=True)
     public = frame.get("public")
@@ -317,7 +318,9 @@ def _parse_create_room(frame: Dict[str, Any], rid: RequestId) -> Request:
         public = False
     elif type(public) is not bool:
         raise BadField("public must be true or false", "public")
-    return CreateRoom(rid, kind, name, topic, public)
+    service_id = frame.get("service_id")
+    return CreateRoom(rid, kind, name, topic, public,
+                      None if service_id is None else RoomID.parse(service_id, field="service_id"))
 
 
 def _parse_invite(frame: Dict[str, Any], rid: RequestId) -> Request:

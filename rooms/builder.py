@@ -36,6 +36,7 @@ INVITE_LEVEL_BY_KIND: Dict[str, int] = {
     RoomKind.WALL.value: 50,
     RoomKind.BLOG.value: 50,
     RoomKind.DM.value: 100,
+    RoomKind.SPACE.value: 50,
 }
 """The ``invite`` power level a new room of each kind starts with."""
 

@@ -44,6 +44,7 @@ class RoomKind(str, enum.Enum):
     FORUM = "forum"
     WALL = "wall"
     BLOG = "blog"
+    SPACE = "space"
 
 
 def is_valid_kind(kind: object) -> bool:

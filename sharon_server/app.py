@@ -8,10 +8,12 @@ from typing import Any, Dict, Optional
 from autobahn.twisted.resource import WebSocketResource
 from twisted.internet import endpoints
 from twisted.logger import Logger
+from twisted.web.resource import Resource
 
 from sharon_server import __version__
 from sharon_server.accounts import AccountService
 from sharon_server.config import Config
+from sharon_server.features import FeatureContext, install_all
 from sharon_server.http import build_site
 from sharon_server.hub import Hub
 from sharon_server.keys import load_or_create_signing_key
@@ -35,6 +37,7 @@ class ServerApp:
         self.port: Any = None
         self.rooms: Optional[RoomService] = None
         self.factory: Optional[SharonServerFactory] = None
+        self.features: Optional[FeatureContext] = None
 
     def now_ms(self) -> int:
         """Wall-clock time in milliseconds, from the injected reactor."""
@@ -59,14 +62,21 @@ class ServerApp:
             store=self.db.events, accounts=accounts, hub=hub, signing_key=key,
             server_name=cfg.server_name, now_ms=self.now_ms, max_body_chars=cfg.max_body_chars,
             txn_cache_size=cfg.txn_cache_size)
+        api_v1 = Resource()
+        self.features = FeatureContext(
+            config=cfg, db=self.db, rooms=self.rooms, accounts=accounts, hub=hub, api_v1=api_v1,
+            data_dir=cfg.data_dir, now_ms=self.now_ms,
+            connections=lambda: self.factory.connections if self.factory else ())
+        install_all(self.features)
         await self.rooms.load()
+        await self.features.load()
         self.factory = factory_holder["f"] = SharonServerFactory(
             None, rooms=self.rooms, accounts=accounts, hub=hub, handlers=HANDLERS,
             max_frame_bytes=cfg.max_frame_bytes, max_replay_buffer=cfg.max_replay_buffer)
         site = build_site(
             accounts=accounts, ws_resource=WebSocketResource(self.factory), health=self.health,
             server_name=cfg.server_name, signing_key=key, now_ms=self.now_ms,
-            max_body=cfg.max_http_body_bytes)
+            max_body=cfg.max_http_body_bytes, api_v1=api_v1)
         host = cfg.listen_host
         iface = host.replace(":", "\\:")
         endpoint = endpoints.serverFromString(self._reactor, f"tcp:{cfg.listen_port}:interface={iface}")

@@ -19,12 +19,12 @@ from protocol.canonical_json import decode_strict
 from protocol.errors import BadField, BadRequest, InternalError, MissingField, SharonError, UnknownToken
 from protocol.signing import sign_json
 
-__all__ = ["build_site", "LimitedRequest"]
+__all__ = ["build_site", "LimitedRequest", "AsyncJSON", "bearer_token", "write_json", "str_field"]
 
 log = Logger(namespace="sharon.http")
 
 
-def _write_json(request: Request, status: int, body: Dict[str, Any]) -> None:
+def write_json(request: Request, status: int, body: Dict[str, Any]) -> None:
     if request.finished or request._disconnected:  # noqa: SLF001 - twisted exposes no public flag
         return
     payload = json.dumps(body, ensure_ascii=False).encode("utf-8")
@@ -64,7 +64,7 @@ class LimitedRequest(Request):
         super().handleContentChunk(data)
 
 
-class _AsyncJSON(Resource):
+class AsyncJSON(Resource):
     """A leaf resource whose POST handler is an async function of the parsed body."""
 
     isLeaf = True
@@ -85,17 +85,17 @@ class _AsyncJSON(Resource):
                 raise BadRequest("the request body must be a JSON object")
             result = await self._handler(request, body)
         except SharonError as err:
-            _write_json(request, err.http_status, err.to_dict())
+            write_json(request, err.http_status, err.to_dict())
             return
         except Exception:  # noqa: BLE001 - one place turns faults into a 500
             log.failure("http.handler_failed", path=request.path.decode("latin-1"))
             err = InternalError("internal error; the server log has details")
-            _write_json(request, err.http_status, err.to_dict())
+            write_json(request, err.http_status, err.to_dict())
             return
-        _write_json(request, 200, result)
+        write_json(request, 200, result)
 
 
-def _str_field(body: Dict[str, Any], name: str, required: bool = True) -> Optional[str]:
+def str_field(body: Dict[str, Any], name: str, required: bool = True) -> Optional[str]:
     value = body.get(name)
     if value is None:
         if required:
@@ -106,7 +106,7 @@ def _str_field(body: Dict[str, Any], name: str, required: bool = True) -> Option
     return value
 
 
-def _bearer(request: Request) -> str:
+def bearer_token(request: Request) -> str:
     raw = request.getHeader(b"authorization") or b""
     header = raw.decode("latin-1") if isinstance(raw, bytes) else raw
     scheme, _, token = header.partition(" ")
@@ -151,8 +151,12 @@ class _KeyDocument(Resource):
 
 
 def build_site(*, accounts: Any, ws_resource: Resource, health: Callable[[], Dict[str, Any]],
-               server_name: str, signing_key: Any, now_ms: Callable[[], int], max_body: int) -> Site:
-    """The HTTP site: /health, /api/v1/{register,login,logout}, /key/v2/server and /ws."""
+               server_name: str, signing_key: Any, now_ms: Callable[[], int], max_body: int,
+               api_v1: Optional[Resource] = None) -> Site:
+    """The HTTP site: /health, /api/v1/{register,login,logout}, /key/v2/server and /ws.
+
+    Features add their routes to ``api_v1`` (pass the same Resource they were given).
+    """
 
     def result(session: Any, token: Optional[str] = None) -> Dict[str, Any]:
         out = {"user_id": session.user_id, "pseudonym": session.pseudonym, "device_id": session.device_id}
@@ -163,30 +167,30 @@ def build_site(*, accounts: Any, ws_resource: Resource, health: Callable[[], Dic
     async def register(request: Request, body: Dict[str, Any]) -> Dict[str, Any]:
         """POST /api/v1/register"""
         session, token = await accounts.register(
-            _str_field(body, "pseudonym"), _str_field(body, "password"), _str_field(body, "device_name", False))
+            str_field(body, "pseudonym"), str_field(body, "password"), str_field(body, "device_name", False))
         return result(session, token)
 
     async def login(request: Request, body: Dict[str, Any]) -> Dict[str, Any]:
         """POST /api/v1/login"""
         session, token = await accounts.login(
-            _str_field(body, "pseudonym"), _str_field(body, "password"), _str_field(body, "device_name", False))
+            str_field(body, "pseudonym"), str_field(body, "password"), str_field(body, "device_name", False))
         return result(session, token)
 
     async def logout(request: Request, body: Dict[str, Any]) -> Dict[str, Any]:
         """POST /api/v1/logout"""
-        session = await accounts.authenticate(_bearer(request))
+        session = await accounts.authenticate(bearer_token(request))
         await accounts.logout(session)
         return {}
 
     root = Resource()
     root.putChild(b"health", _Health(health))
     api = Resource()
-    v1 = Resource()
+    v1 = api_v1 if api_v1 is not None else Resource()
     root.putChild(b"api", api)
     api.putChild(b"v1", v1)
-    v1.putChild(b"register", _AsyncJSON(register))
-    v1.putChild(b"login", _AsyncJSON(login))
-    v1.putChild(b"logout", _AsyncJSON(logout))
+    v1.putChild(b"register", AsyncJSON(register))
+    v1.putChild(b"login", AsyncJSON(login))
+    v1.putChild(b"logout", AsyncJSON(logout))
     key = Resource()
     key_v2 = Resource()
     root.putChild(b"key", key)

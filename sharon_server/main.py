@@ -10,11 +10,17 @@ __all__ = ["main"]
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Run the server until SIGINT/SIGTERM; returns the process exit code."""
+    """Run the server until SIGINT/SIGTERM (or ``admin ...``); returns the process exit code."""
     from sharon_server.config import ConfigError, load_config
 
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["admin"]:
+        from sharon_server.admin_cli import main as admin_main
+
+        return admin_main(args[1:])
+
     try:
-        config = load_config(argv)
+        config = load_config(args)
     except ConfigError as exc:
         print(f"sharon-server: configuration error: {exc}", file=sys.stderr)
         return 2

@@ -54,7 +54,8 @@ async def _ping(conn: Conn, req: F.Ping) -> Dict[str, Any]:
 
 async def _create_room(conn: Conn, req: F.CreateRoom) -> Dict[str, Any]:
     session = conn.require_session()
-    room_id, pos = await conn.factory.rooms.create_room(session, req.kind, req.name, req.topic, req.public)
+    options = {} if req.service_id is None else {"service_id": str(req.service_id)}
+    room_id, pos = await conn.factory.rooms.create_room(session, req.kind, req.name, req.topic, req.public, options)
     return {"room_id": room_id, "pos": pos}
 
 
@@ -107,6 +108,6 @@ HANDLERS = {
 def register_handlers(handlers: Dict[type, Any]) -> None:
     """Add a feature's handlers (request type -> ``async handler(conn, request)``)."""
     for request_type, handler in handlers.items():
-        if request_type in HANDLERS:
+        if HANDLERS.get(request_type, handler) is not handler:
             raise ValueError(f"a handler for {request_type.__name__} is already registered")
         HANDLERS[request_type] = handler

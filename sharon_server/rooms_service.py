@@ -68,6 +68,7 @@ class RoomService:
         self.event_types: Dict[str, EventType] = {}
         self.join_guards: List[JoinGuard] = []
         self.create_guards: List[CreateGuard] = []
+        self.created_hooks: List[Callable[[Session, str, str, Dict[str, Any]], Any]] = []
         self.body_limit: Callable[[str, str], int] = lambda room_id, kind: self.max_body_chars
         self.register_event_type(MessageType(self))
 
@@ -201,6 +202,10 @@ class RoomService:
         futures = [self.committer.submit(item) for item in items]
         await futures[-1]
         log.info("room.created", room_id=room_id, kind=kind, events=len(items))
+        for hook in self.created_hooks:
+            result = hook(session, room_id, kind, options)
+            if inspect.isawaitable(result):
+                await result
         return room_id, pos
 
     def _state(self, room_id: str) -> RoomState:

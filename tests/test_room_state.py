@@ -189,7 +189,7 @@ def test_validate_power_levels_content() -> None:
 
 
 def test_kinds() -> None:
-    assert ROOM_KINDS == ("chat", "dm", "forum", "wall", "blog")
+    assert ROOM_KINDS == ("chat", "dm", "forum", "wall", "blog", "space")
     assert [kind.value for kind in RoomKind] == list(ROOM_KINDS) and RoomKind.DM == "dm"
     assert all(is_valid_kind(kind) for kind in ROOM_KINDS)
     assert not any(is_valid_kind(kind) for kind in ("", "Chat", None, 1, RoomKind))

@@ -56,7 +56,7 @@ def positions(rows: List[EventRow]) -> List[int]:
 def test_migrations_idempotent_and_at_head(backend: Backend) -> None:
     async def go() -> None:
         first = await backend.open()
-        assert await first.current_revision() == head_revision() == "0001"
+        assert await first.current_revision() == head_revision()
         assert first.dialect == backend.name
         await first.migrate()  # again, on the same database: a no-op
         second = await backend.open()

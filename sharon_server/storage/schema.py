@@ -111,3 +111,7 @@ txns = sa.Table(
     sa.Index("ix_txns_pos", "pos"),
     sqlite_with_rowid=False,
 )
+
+# Feature tables live in their own modules on the same metadata; importing them here makes
+# ``metadata`` complete for migrations and for the schema-matches-migrations test.
+from sharon_server.storage import schema_content, schema_media, schema_social, schema_spaces  # noqa: E402,F401

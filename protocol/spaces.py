@@ -1,0 +1,156 @@
+"""Services (spaces): request types, roles and the settings format (pure).
+
+A service is a room of kind ``space``. Its members are the service's members; rooms of the
+service carry ``"service": <service room ID>`` in their create event. Service state events:
+
+- ``ps.service.settings`` (state_key ``""``): the settings below;
+- ``ps.service.role`` (state_key = ``"_" + user ID``: auth rule G reserves state keys that
+  start with ``@`` for their own user): ``{"role": ROLE}``;
+- ``ps.service.child`` (state_key = room ID): ``{"kind": KIND}`` for each room of the service.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Optional
+
+import attr
+
+from protocol.errors import BadField
+from protocol.events import CLIENT_ROOM_KINDS
+from protocol.frames import (
+    RequestId, read_room_id, read_str, read_user_id, register_request,
+)
+from protocol.ids import RoomID, UserID
+
+__all__ = [
+    "ROLES", "STAFF_ROLES", "role_key", "DEFAULT_SETTINGS", "validate_settings",
+    "SETTINGS", "ROLE", "CHILD",
+    "CreateService", "Services", "ServiceRooms", "ServiceAddMember", "ServiceSettings",
+]
+
+SETTINGS = "ps.service.settings"
+ROLE = "ps.service.role"
+CHILD = "ps.service.child"
+
+ROLES = ("member", "carer", "peer", "clinician", "moderator", "admin")
+"""Roles within one service: service user, relative/carer, experienced peer, and staff."""
+
+STAFF_ROLES = frozenset({"clinician", "moderator", "admin"})
+
+
+def role_key(user_id: str) -> str:
+    """The state key of a user's ``ps.service.role`` event."""
+    return "_" + user_id
+
+DEFAULT_SETTINGS: Dict[str, Any] = {
+    "kinds": list(CLIENT_ROOM_KINDS),
+    "char_limits": {"chat": 4000, "dm": 4000, "forum": 10000, "wall": 2000, "blog": 20000},
+    "trending": True,
+    "member_dms": True,
+}
+"""Settings of a new service; ``service_settings`` changes any subset of them."""
+
+
+def validate_settings(value: Any, base: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """Merge ``value`` (a partial settings object) over ``base``; BadField names the bad key."""
+    merged = {k: (dict(v) if isinstance(v, dict) else list(v) if isinstance(v, list) else v)
+              for k, v in (base or DEFAULT_SETTINGS).items()}
+    if type(value) is not dict:
+        raise BadField("settings must be an object", "settings")
+    for key, item in value.items():
+        field = f"settings.{key}"
+        if key == "kinds":
+            if type(item) is not list or not item or any(k not in CLIENT_ROOM_KINDS for k in item):
+                raise BadField(f"{field} must be a non-empty list of: {', '.join(CLIENT_ROOM_KINDS)}", field)
+            merged["kinds"] = sorted(set(item), key=CLIENT_ROOM_KINDS.index)
+        elif key == "char_limits":
+            if type(item) is not dict:
+                raise BadField(f"{field} must be an object of kind: limit", field)
+            for kind, limit in item.items():
+                if kind not in CLIENT_ROOM_KINDS:
+                    raise BadField(f"{field}.{kind} is not a room kind", f"{field}.{kind}")
+                if type(limit) is not int or not 1 <= limit <= 60000:
+                    raise BadField(f"{field}.{kind} must be an integer 1..60000", f"{field}.{kind}")
+                merged["char_limits"][kind] = limit
+        elif key in ("trending", "member_dms"):
+            if type(item) is not bool:
+                raise BadField(f"{field} must be true or false", field)
+            merged[key] = item
+        else:
+            raise BadField(f"unknown setting {key!r}", field)
+    return merged
+
+
+_frozen = attr.s(frozen=True, slots=True, auto_attribs=True)
+
+
+@_frozen
+class CreateService:
+    """``create_service``: an admin creates a service."""
+
+    id: RequestId
+    name: str
+    topic: Optional[str]
+    settings: Optional[Dict[str, Any]]
+
+
+@_frozen
+class Services:
+    """``services``: the services the caller belongs to (admins: all)."""
+
+    id: RequestId
+
+
+@_frozen
+class ServiceRooms:
+    """``service_rooms``: the rooms of one service the caller can see."""
+
+    id: RequestId
+    service_id: RoomID
+
+
+@_frozen
+class ServiceAddMember:
+    """``service_add_member``: staff add a user to a service with a role."""
+
+    id: RequestId
+    service_id: RoomID
+    user_id: UserID
+    role: str
+
+
+@_frozen
+class ServiceSettings:
+    """``service_settings``: an admin changes a service's settings."""
+
+    id: RequestId
+    service_id: RoomID
+    settings: Dict[str, Any]
+
+
+def _settings(frame: Dict[str, Any], required: bool) -> Optional[Dict[str, Any]]:
+    value = frame.get("settings")
+    if value is None:
+        if required:
+            raise BadField("settings is required", "settings")
+        return None
+    validate_settings(value)
+    return value
+
+
+def _role(frame: Dict[str, Any]) -> str:
+    role = read_str(frame, "role", optional=True) or "member"
+    if role not in ROLES:
+        raise BadField(f"role must be one of: {', '.join(ROLES)}", "role")
+    return role
+
+
+register_request("create_service", lambda f, rid: CreateService(
+    rid, read_str(f, "name", min_len=1, max_len=255), read_str(f, "topic", max_len=1000, optional=True),
+    _settings(f, False)))
+register_request("services", lambda f, rid: Services(rid))
+register_request("service_rooms", lambda f, rid: ServiceRooms(rid, read_room_id(f, "service_id")))
+register_request("service_add_member", lambda f, rid: ServiceAddMember(
+    rid, read_room_id(f, "service_id"), read_user_id(f), _role(f)))
+register_request("service_settings", lambda f, rid: ServiceSettings(
+    rid, read_room_id(f, "service_id"), _settings(f, True)))

@@ -1,0 +1,283 @@
+"""Services (spaces): admin-created rooms of kind ``space`` whose membership is the key to
+their rooms, with per-service roles and settings (character limits, kinds, trending).
+
+Publishes ``ctx.services``, the ``ServiceDirectory`` later features use to ask which
+service a room belongs to, who is a member or staff, and what the settings are.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional, Set
+
+import sqlalchemy as sa
+from twisted.logger import Logger
+
+from protocol import spaces as P
+from protocol.errors import BadField, Forbidden, NotFound, RoomNotFound
+from protocol.events import SPACE_KIND
+from sharon_server.accounts import Session
+from sharon_server.event_types import EventType
+from sharon_server.ops import register_handlers
+from sharon_server.storage.schema_spaces import server_admins
+
+__all__ = ["ServiceDirectory", "install", "grant_admin", "revoke_admin", "list_admins"]
+
+log = Logger(namespace="sharon.spaces")
+
+
+class _ServiceState(EventType):
+    """A service state event the server sends on a staff member's behalf (not a client op)."""
+
+    kinds = frozenset({SPACE_KIND})
+    state_event = True
+
+    def __init__(self, etype: str) -> None:
+        self.etype = etype
+
+
+class ServiceDirectory:
+    """Answers service questions from in-memory room state (no I/O on the hot path)."""
+
+    def __init__(self, rooms: Any, db: Any, now_ms: Any) -> None:
+        self._rooms = rooms
+        self._db = db
+        self._now_ms = now_ms
+        self.admins: Set[str] = set()
+
+    # -- admins -----------------------------------------------------------------------
+    async def refresh_admins(self) -> None:
+        """Re-read the server admins (granted from the shell with ``sharon-server admin``)."""
+        async with self._db.read_engine.connect() as conn:
+            rows = await conn.execute(sa.select(server_admins.c.user_id))
+            self.admins = {r[0] for r in rows}
+
+    def is_admin(self, user_id: str) -> bool:
+        """True for a server administrator."""
+        return user_id in self.admins
+
+    # -- lookups ------------------------------------------------------------------------
+    def is_service(self, room_id: str) -> bool:
+        """True if ``room_id`` is a service's own room."""
+        return self._rooms.kinds.get(room_id) == SPACE_KIND
+
+    def service_of(self, room_id: str) -> Optional[str]:
+        """The service a room belongs to, or None (rooms outside any service)."""
+        state = self._rooms.rooms.get(room_id)
+        if state is None or state.create_event is None:
+            return None
+        service = state.create_event["content"].get("service")
+        return service if type(service) is str else None
+
+    def is_member(self, service_id: str, user_id: str) -> bool:
+        """True if the user is joined to the service."""
+        state = self._rooms.rooms.get(service_id)
+        return state is not None and state.membership(user_id) == "join"
+
+    def role(self, service_id: str, user_id: str) -> Optional[str]:
+        """The user's role in the service (None if not a member)."""
+        if not self.is_member(service_id, user_id):
+            return None
+        event = self._rooms.rooms[service_id].get(P.ROLE, P.role_key(user_id))
+        role = event["content"].get("role") if event else None
+        return role if role in P.ROLES else "member"
+
+    def is_staff(self, service_id: Optional[str], user_id: str) -> bool:
+        """Clinicians, moderators and admins of the service, and server admins."""
+        if self.is_admin(user_id):
+            return True
+        return service_id is not None and self.role(service_id, user_id) in P.STAFF_ROLES
+
+    def services_of(self, user_id: str) -> List[str]:
+        """The services the user is joined to."""
+        return sorted(r for r in self._rooms.joined_rooms(user_id) if self.is_service(r))
+
+    def share_service(self, a: str, b: str) -> bool:
+        """True if two users are members of at least one common service."""
+        return bool(set(self.services_of(a)) & set(self.services_of(b)))
+
+    def settings(self, service_id: Optional[str]) -> Dict[str, Any]:
+        """The service's settings (defaults for rooms outside any service)."""
+        state = self._rooms.rooms.get(service_id) if service_id else None
+        event = state.get(P.SETTINGS, "") if state is not None else None
+        if event is None:
+            return P.DEFAULT_SETTINGS
+        return event["content"]
+
+    def char_limit(self, room_id: str, kind: str) -> int:
+        """The body limit for ``kind`` rooms of the room's service (server default otherwise)."""
+        service = self.service_of(room_id)
+        if service is None:
+            return self._rooms.max_body_chars
+        return self.settings(service)["char_limits"].get(kind, self._rooms.max_body_chars)
+
+    def rooms_of(self, service_id: str) -> List[str]:
+        """The rooms linked to the service, in creation order."""
+        state = self._rooms.rooms.get(service_id)
+        if state is None:
+            return []
+        children = [(k[1], e) for k, e in state.items() if k[0] == P.CHILD]
+        return [room_id for room_id, _ in sorted(children, key=lambda c: c[1]["origin_server_ts"])
+                if room_id in self._rooms.rooms]
+
+    def require_service(self, service_id: str) -> None:
+        """RoomNotFound unless ``service_id`` names a service."""
+        if not self.is_service(service_id):
+            raise RoomNotFound(f"no service {service_id}", "service_id")
+
+
+def _system_session(user_id: str, accounts: Any) -> Session:
+    return Session(user_id, "", accounts.pseudonym_of(user_id) or "", b"")
+
+
+def install(ctx: Any) -> None:
+    """Wire services into the room service and register their operations."""
+    rooms, accounts = ctx.rooms, ctx.accounts
+    directory = ServiceDirectory(rooms, ctx.db, ctx.now_ms)
+    ctx.services = directory
+    for etype in (P.SETTINGS, P.ROLE, P.CHILD):
+        rooms.register_event_type(_ServiceState(etype))
+    rooms.body_limit = directory.char_limit
+    ctx.add_loader(directory.refresh_admins)
+
+    def join_guard(user_id: str, room_id: str, state: Any) -> None:
+        service = directory.service_of(room_id)
+        if service is not None and not directory.is_member(service, user_id) and not directory.is_admin(user_id):
+            raise Forbidden("only members of this room's service can join it")
+
+    def create_guard(session: Session, kind: str, options: Dict[str, Any]) -> None:
+        service = options.get("service_id")
+        if service is None:
+            return
+        directory.require_service(service)
+        if not directory.is_member(service, session.user_id):
+            raise Forbidden("only members of a service can create rooms in it")
+        if kind not in directory.settings(service)["kinds"]:
+            raise BadField(f"this service does not have {kind} rooms", "kind")
+        options.setdefault("create_content", {})["service"] = service
+
+    def _steward(service_id: str) -> Session:
+        # Service state is sent as the service's creator (power level 100) after this module
+        # has checked the caller's rights; the roles issue maps roles onto power levels.
+        return _system_session(rooms.rooms[service_id].creator, accounts)
+
+    async def link_child(session: Session, room_id: str, kind: str, options: Dict[str, Any]) -> None:
+        service = options.get("service_id")
+        if service is not None:
+            await rooms.send_event(_steward(service), service, P.CHILD, {"kind": kind}, state_key=room_id)
+
+    rooms.join_guards.append(join_guard)
+    rooms.create_guards.append(create_guard)
+    rooms.created_hooks.append(link_child)
+
+    async def create_service(conn: Any, req: P.CreateService) -> Dict[str, Any]:
+        session = conn.require_session()
+        await directory.refresh_admins()
+        if not directory.is_admin(session.user_id):
+            raise Forbidden("only server admins can create services")
+        settings = P.validate_settings(req.settings or {})
+        service_id, _ = await rooms.create_room(session, SPACE_KIND, req.name, req.topic, False)
+        await rooms.send_event(session, service_id, P.SETTINGS, settings, state_key="")
+        await rooms.send_event(session, service_id, P.ROLE, {"role": "admin"}, state_key=P.role_key(session.user_id))
+        log.info("service.created", service_id=service_id)
+        return {"service_id": service_id, "settings": settings}
+
+    def summary(service_id: str, user_id: str) -> Dict[str, Any]:
+        state = rooms.rooms[service_id]
+        return {"service_id": service_id, "name": state.name or "", "topic": state.topic or "",
+                "role": directory.role(service_id, user_id), "settings": directory.settings(service_id),
+                "rooms": len(directory.rooms_of(service_id))}
+
+    async def list_services(conn: Any, req: P.Services) -> Dict[str, Any]:
+        session = conn.require_session()
+        if directory.is_admin(session.user_id):
+            ids = sorted(r for r, k in rooms.kinds.items() if k == SPACE_KIND)
+        else:
+            ids = directory.services_of(session.user_id)
+        return {"services": [summary(s, session.user_id) for s in ids]}
+
+    def visible_rooms(service_id: str, user_id: str) -> List[Dict[str, Any]]:
+        out = []
+        for room_id in directory.rooms_of(service_id):
+            state = rooms.rooms[room_id]
+            membership = state.membership(user_id)
+            public = state.join_rule() == "public"
+            if not public and membership not in ("join", "invite"):
+                continue
+            out.append({"room_id": room_id, "kind": rooms.kinds.get(room_id), "name": state.name or "",
+                        "topic": state.topic or "", "public": public, "membership": membership,
+                        "members": len(state.joined_members())})
+        return out
+
+    async def service_rooms(conn: Any, req: P.ServiceRooms) -> Dict[str, Any]:
+        session = conn.require_session()
+        service_id = str(req.service_id)
+        directory.require_service(service_id)
+        if not directory.is_member(service_id, session.user_id) and not directory.is_admin(session.user_id):
+            raise Forbidden("you are not a member of this service")
+        listed = visible_rooms(service_id, session.user_id)
+        for hook in ctx.extras.get("room_list_decorators", []):
+            hook(session.user_id, listed)
+        return {"rooms": listed}
+
+    async def add_member(conn: Any, req: P.ServiceAddMember) -> Dict[str, Any]:
+        session = conn.require_session()
+        service_id, target = str(req.service_id), str(req.user_id)
+        directory.require_service(service_id)
+        await directory.refresh_admins()
+        if not directory.is_staff(service_id, session.user_id):
+            raise Forbidden("only staff of this service can add members")
+        if req.role in P.STAFF_ROLES and not directory.is_admin(session.user_id) \
+                and directory.role(service_id, session.user_id) != "admin":
+            raise Forbidden("only admins can give staff roles")
+        if accounts.pseudonym_of(target) is None:
+            raise NotFound(f"no user {target} on this server", "user_id")
+        actor = _steward(service_id)
+        state = rooms.rooms[service_id]
+        if state.membership(target) != "join":
+            if state.membership(target) != "invite":
+                await rooms.set_membership(actor, service_id, "invite", target)
+            await rooms.set_membership(_system_session(target, accounts), service_id, "join")
+        event_id, pos, _ = await rooms.send_event(actor, service_id, P.ROLE, {"role": req.role}, state_key=P.role_key(target))
+        log.info("service.member_added", service_id=service_id, user_id=target, role=req.role)
+        return {"event_id": event_id, "pos": pos}
+
+    async def change_settings(conn: Any, req: P.ServiceSettings) -> Dict[str, Any]:
+        session = conn.require_session()
+        service_id = str(req.service_id)
+        directory.require_service(service_id)
+        await directory.refresh_admins()
+        if not directory.is_admin(session.user_id) and directory.role(service_id, session.user_id) != "admin":
+            raise Forbidden("only admins can change a service's settings")
+        settings = P.validate_settings(req.settings, directory.settings(service_id))
+        await rooms.send_event(_steward(service_id), service_id, P.SETTINGS, settings, state_key="")
+        return {"settings": settings}
+
+    register_handlers({
+        P.CreateService: create_service, P.Services: list_services, P.ServiceRooms: service_rooms,
+        P.ServiceAddMember: add_member, P.ServiceSettings: change_settings,
+    })
+
+
+async def grant_admin(db: Any, user_id: str, by: str, now_ms: int) -> bool:
+    """Make ``user_id`` a server admin; False if it already was."""
+    async with db.engine.begin() as conn:
+        exists = (await conn.execute(sa.select(server_admins.c.user_id)
+                                     .where(server_admins.c.user_id == user_id))).first()
+        if exists:
+            return False
+        await conn.execute(server_admins.insert().values(user_id=user_id, granted_ts=now_ms, granted_by=by))
+    return True
+
+
+async def revoke_admin(db: Any, user_id: str) -> bool:
+    """Remove ``user_id`` from the server admins; False if it was not one."""
+    async with db.engine.begin() as conn:
+        result = await conn.execute(server_admins.delete().where(server_admins.c.user_id == user_id))
+    return bool(result.rowcount)
+
+
+async def list_admins(db: Any) -> List[Dict[str, Any]]:
+    """Every server admin with when and by whom they were granted."""
+    async with db.read_engine.connect() as conn:
+        rows = await conn.execute(sa.select(*server_admins.c).order_by(server_admins.c.granted_ts))
+        return [dict(r._mapping) for r in rows]
