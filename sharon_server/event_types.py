@@ -13,6 +13,18 @@ A feature registers an ``EventType`` for each event type clients may send with
 3. ``committed(ctx, event_id, pos, event)`` after the commit: live side effects such as
    pushing notifications.
 
+Observers (``rooms.observers``) are EventTypes whose three hooks run for EVERY event sent
+through ``send_event``, after the event's own type: mentions, hashtags, search indexing and
+notifications are observers.
+
+Conventions on ``ctx.scratch`` (set in ``prepare``, read by observers):
+
+- ``scratch["notify"]``: list of ``(user_id, reason)`` the event should notify, e.g.
+  ``(post_author, "reply")``; the notifications observer turns them into rows and pushes.
+- ``scratch["text"]``: list of strings to index for search and to scan for mentions and
+  hashtags (defaults to ``content["body"]`` and ``content["title"]`` when absent).
+- ``scratch["service"]``: the service ID of the room (set by the services feature).
+
 Guards let features veto joins and room creation (e.g. "only members of the service").
 """
 

@@ -69,6 +69,8 @@ class RoomService:
         self.join_guards: List[JoinGuard] = []
         self.create_guards: List[CreateGuard] = []
         self.created_hooks: List[Callable[[Session, str, str, Dict[str, Any]], Any]] = []
+        self.observers: List[EventType] = []
+        """Hooks that see every event sent through ``send_event`` (after its own type's)."""
         self.body_limit: Callable[[str, str], int] = lambda room_id, kind: self.max_body_chars
         self.register_event_type(MessageType(self))
 
@@ -287,9 +289,13 @@ class RoomService:
             raise BadField(f"{etype} events cannot be sent in a {kind} room", "type")
         ctx = SendContext(session=session, room_id=room_id, kind=kind, state=state, etype=etype,
                           content=content, state_key=state_key)
-        prepared = etype_spec.prepare(ctx)
-        if inspect.isawaitable(prepared):
-            await prepared
+        awaited = False
+        for hook in (etype_spec, *self.observers):
+            prepared = hook.prepare(ctx)
+            if inspect.isawaitable(prepared):
+                await prepared
+                awaited = True
+        if awaited:
             if key is not None:  # a duplicate may have committed while we awaited
                 hit = await self._txn_hit(key)
                 if hit is not None:
@@ -300,8 +306,10 @@ class RoomService:
         signed, event_id, pos = self._build(room_id, session.user_id, etype, ctx.content, state_key)
         txn_row = None if key is None else TxnRow(
             user_id=session.user_id, txn_id=txn_id, event_id=event_id, pos=pos)
-        item = self._pending(room_id, signed, event_id, pos, state, txn_row=txn_row,
-                             extra=etype_spec.derive(ctx, event_id, pos, signed) or None)
+        derived = list(etype_spec.derive(ctx, event_id, pos, signed) or ())
+        for observer in self.observers:
+            derived.extend(observer.derive(ctx, event_id, pos, signed) or ())
+        item = self._pending(room_id, signed, event_id, pos, state, txn_row=txn_row, extra=derived or None)
         future = self.committer.submit(item)
         if key is None:
             await future
@@ -316,6 +324,8 @@ class RoomService:
                 self._txns.popitem(last=False)
                 self._txns_complete = False
         etype_spec.committed(ctx, event_id, pos, signed)
+        for observer in self.observers:
+            observer.committed(ctx, event_id, pos, signed)
         return event_id, pos, False
 
     # -- reading -------------------------------------------------------------------------

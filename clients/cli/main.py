@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
+import importlib
 import os
 import sys
 import urllib.parse
@@ -20,7 +21,8 @@ from clients.cli import counter, render
 from clients.config import ConfigError, Session, delete_session, load_session, save_session
 from protocol.errors import SharonError, UnknownToken
 
-__all__ = ["main", "build_parser", "CliError", "DEFAULT_SERVER", "format_error"]
+__all__ = ["main", "build_parser", "CliError", "DEFAULT_SERVER", "format_error",
+           "authed", "out", "err", "room_id_of", "print_json"]
 
 DEFAULT_SERVER = "ws://127.0.0.1:8448/ws"
 ROOM_KINDS = ("chat", "dm", "forum", "wall", "blog")
@@ -92,7 +94,22 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--all", action="store_true", help="include joins, invites and other state events")
     c = cmd("chat", "open the interactive chat")
     c.add_argument("room", nargs="?", help="room to open first")
+    c = sub.choices["create-room"]
+    c.add_argument("--service", help="service ID the room belongs to")
+    for name in EXTENSIONS:
+        try:
+            module = importlib.import_module(f"clients.cli.cmd_{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"clients.cli.cmd_{name}":
+                continue
+            raise
+        COMMANDS.update(module.register(cmd))
     return p
+
+
+EXTENSIONS = ("spaces", "dms", "content", "social", "media")
+"""Feature command modules ``clients/cli/cmd_<name>.py``: ``register(cmd)`` adds subparsers
+with ``cmd(name, help)`` and returns ``{name: async handler(args) -> exit status}``."""
 
 
 def _server_url(text: str) -> str:
@@ -289,7 +306,11 @@ async def cmd_create_room(args: argparse.Namespace) -> int:
     """``sharon create-room NAME --kind KIND``: prints only the room ID."""
     client = await _authed(args)
     try:
-        result = await client.create_room(args.kind, args.name, topic=args.topic, public=args.public)
+        if args.service:
+            result = await client.request("create_room", kind=args.kind, name=args.name, public=args.public,
+                                          service_id=args.service, **({"topic": args.topic} if args.topic else {}))
+        else:
+            result = await client.create_room(args.kind, args.name, topic=args.topic, public=args.public)
     finally:
         await client.close()
     _out(result["room_id"])
@@ -439,6 +460,20 @@ COMMANDS = {
     "tail": cmd_tail,
     "chat": cmd_chat,
 }
+
+
+# Public names for feature command modules (clients/cli/cmd_*.py).
+authed = _authed
+out = _out
+err = _err
+room_id_of = _room_id
+
+
+def print_json(value: Any) -> None:
+    """One JSON value on one line of stdout."""
+    import json
+
+    _out(json.dumps(value, ensure_ascii=False, sort_keys=True))
 
 
 if __name__ == "__main__":

@@ -165,6 +165,13 @@ def install(ctx: Any) -> None:
         if service is not None:
             await rooms.send_event(_steward(service), service, P.CHILD, {"kind": kind}, state_key=room_id)
 
+    class _ServiceTagger(EventType):
+        """Puts the room's service in ``ctx.scratch["service"]`` for later observers."""
+
+        def prepare(self, ctx: Any) -> None:
+            ctx.scratch["service"] = directory.service_of(ctx.room_id)
+
+    rooms.observers.insert(0, _ServiceTagger())
     rooms.join_guards.append(join_guard)
     rooms.create_guards.append(create_guard)
     rooms.created_hooks.append(link_child)
