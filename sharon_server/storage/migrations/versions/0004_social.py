@@ -1,4 +1,8 @@
-"""Tables of the social feature.
+"""Tables of the social feature: tags, tag approvals, notifications, search corpus.
+
+The full-text index over ``search_docs`` (SQLite FTS5 / PostgreSQL GIN) is created at
+start-up by ``sharon_server.storage.social.ensure_search_index``, not here: see
+``schema_social.py`` for why.
 
 Revision ID: 0004
 Revises: 0003
@@ -7,18 +11,74 @@ Create Date: 2026-11-21
 
 from __future__ import annotations
 
-import sqlalchemy as sa  # noqa: F401
-from alembic import op  # noqa: F401
+import sqlalchemy as sa
+from alembic import op
 
 revision = "0004"
 down_revision = "0003"
 branch_labels = None
 depends_on = None
 
+_POS = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
 
 def upgrade() -> None:
     """Create the social tables."""
+    op.create_table(
+        "social_tags",
+        sa.Column("service_id", sa.Text, nullable=False),
+        sa.Column("tag", sa.Text, nullable=False),
+        sa.Column("pos", sa.BigInteger, nullable=False),
+        sa.Column("room_id", sa.Text, nullable=False),
+        sa.Column("event_id", sa.Text, nullable=False),
+        sa.Column("ts", sa.BigInteger, nullable=False),
+        sa.PrimaryKeyConstraint("service_id", "tag", "pos", name="pk_social_tags"),
+        sqlite_with_rowid=False,
+    )
+    op.create_index("ix_social_tags_ts", "social_tags", ["ts"])
+    op.create_table(
+        "social_tag_approvals",
+        sa.Column("service_id", sa.Text, nullable=False),
+        sa.Column("tag", sa.Text, nullable=False),
+        sa.Column("approved_by", sa.Text, nullable=False),
+        sa.Column("approved_ts", sa.BigInteger, nullable=False),
+        sa.PrimaryKeyConstraint("service_id", "tag", name="pk_social_tag_approvals"),
+    )
+    op.create_table(
+        "notifications",
+        sa.Column("user_id", sa.Text, nullable=False),
+        sa.Column("pos", sa.BigInteger, nullable=False),
+        sa.Column("reason", sa.Text, nullable=False),
+        sa.Column("room_id", sa.Text, nullable=False),
+        sa.Column("event_id", sa.Text, nullable=False),
+        sa.Column("actor", sa.Text, nullable=False),
+        sa.Column("ts", sa.BigInteger, nullable=False),
+        sa.Column("is_read", sa.Boolean(create_constraint=False), nullable=False),
+        sa.PrimaryKeyConstraint("user_id", "pos", name="pk_notifications"),
+        sqlite_with_rowid=False,
+    )
+    op.create_table(
+        "search_docs",
+        sa.Column("pos", _POS, nullable=False, autoincrement=False),
+        sa.Column("room_id", sa.Text, nullable=False),
+        sa.Column("event_id", sa.Text, nullable=False),
+        sa.Column("body", sa.Text, nullable=False),
+        sa.PrimaryKeyConstraint("pos", name="pk_search_docs"),
+    )
+    op.create_index("ix_search_docs_room_id_pos", "search_docs", ["room_id", "pos"])
 
 
 def downgrade() -> None:
-    """Drop the social tables."""
+    """Drop the social tables and the full-text index built over ``search_docs``."""
+    if op.get_bind().dialect.name == "sqlite":
+        op.execute("DROP TRIGGER IF EXISTS search_docs_ai")
+        op.execute("DROP TRIGGER IF EXISTS search_docs_ad")
+        op.execute("DROP TABLE IF EXISTS search_fts")
+    else:
+        op.execute("DROP INDEX IF EXISTS ix_search_docs_tsv")
+    op.drop_index("ix_search_docs_room_id_pos", table_name="search_docs")
+    op.drop_table("search_docs")
+    op.drop_table("notifications")
+    op.drop_table("social_tag_approvals")
+    op.drop_index("ix_social_tags_ts", table_name="social_tags")
+    op.drop_table("social_tags")

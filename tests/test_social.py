@@ -1,0 +1,296 @@
+"""Mentions, notifications, search and hashtags against the real server (SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import pytest
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from protocol.errors import BadField, Forbidden, NotInRoom
+from tests.helpers import user
+from tests.test_services import grant_admin
+
+try:
+    from storage_backends import POSTGRES_URL, _require_postgres
+except ImportError:  # pragma: no cover - when tests/ is imported as a package
+    from tests.storage_backends import POSTGRES_URL, _require_postgres
+
+pytestmark = pytest.mark.integration
+
+
+async def _service(server, *members, settings=None, staff=()):
+    """An admin, a new service with ``members`` (and ``staff`` as moderators); returns (admin, id)."""
+    admin = await user(server, "admin")
+    grant_admin(server, admin.pseudonym)
+    created = await admin.request("create_service", name="Peers " + uuid.uuid4().hex[:6],
+                                  **({"settings": settings} if settings else {}))
+    service = created["service_id"]
+    for m in members:
+        await admin.request("service_add_member", service_id=service, user_id=m.user_id)
+    for m in staff:
+        await admin.request("service_add_member", service_id=service, user_id=m.user_id, role="moderator")
+    return admin, service
+
+
+async def _room(owner, service, *members, public=True):
+    room = (await owner.request("create_room", kind="chat", name="Evening", public=public,
+                                service_id=service))["room_id"]
+    for m in members:
+        if not public:
+            await owner.invite(room, m.user_id)
+        await m.join(room)
+    return room
+
+
+async def _notification(client, timeout_s=20.0):
+    """The next pushed notification frame's payload."""
+    while True:
+        frame = await client.next_frame(timeout_s)
+        if frame.get("op") == "notification":
+            return frame["notification"]
+
+
+async def _close(*clients):
+    for c in clients:
+        await c.close()
+
+
+def test_mentions_resolve_within_the_service_and_notify_live(server, run):
+    async def scenario():
+        alice, bob = await user(server, "alice"), await user(server, "bob")
+        outsider = await user(server, "outsider")
+        admin, service = await _service(server, alice, bob)
+        room = await _room(alice, service, bob)
+        await bob.sync()
+        await outsider.sync()
+        # bob's pseudonym in another case, an unknown name, an outsider, an e-mail, herself
+        body = (f"hi @{bob.pseudonym.upper()} and @{outsider.pseudonym} and @nobody-here "
+                f"mail x@{bob.pseudonym}.org @{alice.pseudonym}")
+        sent = await alice.send(room, body)
+        event = await bob.next_event(20)
+        while event["type"] != "m.room.message":
+            event = await bob.next_event(20)
+        assert event["content"]["mentions"] == [bob.user_id]
+        note = await _notification(bob)
+        assert note["reason"] == "mention" and note["event_id"] == sent["event_id"]
+        assert note["actor"] == alice.user_id and note["actor_pseudonym"] == alice.pseudonym
+        assert note["room_id"] == room and note["read"] is False and note["unread"] == 1
+        assert set(note) == {"pos", "reason", "room_id", "event_id", "actor", "actor_pseudonym", "ts", "read",
+                             "unread"}
+        assert (await outsider.request("notifications"))["notifications"] == []
+        assert (await alice.request("notifications"))["notifications"] == []  # never yourself
+        # the mention is part of the signed event everybody stores
+        history = (await bob.history(room, limit=1))["events"]
+        assert history[0]["content"]["mentions"] == [bob.user_id]
+        await _close(alice, bob, outsider, admin)
+
+    run(scenario())
+
+
+def test_mentions_outside_services_need_the_room(server, run):
+    async def scenario():
+        alice, bob, carol = await user(server, "alice"), await user(server, "bob"), await user(server, "carol")
+        room = (await alice.create_room("chat", "Open", public=True))["room_id"]
+        await bob.join(room)
+        await alice.send(room, f"@{bob.pseudonym} @{carol.pseudonym}")
+        assert [n["reason"] for n in (await bob.request("notifications"))["notifications"]] == ["mention"]
+        assert (await carol.request("notifications"))["notifications"] == []
+        await _close(alice, bob, carol)
+
+    run(scenario())
+
+
+def test_notifications_are_paged_newest_first_with_unread_counts(server, run):
+    async def scenario():
+        alice, bob = await user(server, "alice"), await user(server, "bob")
+        room = (await alice.create_room("chat", "Pair", public=True))["room_id"]
+        await bob.join(room)
+        sent = [await alice.send(room, f"@{bob.pseudonym} number {i}") for i in range(5)]
+        page1 = await bob.request("notifications", limit=2)
+        assert page1["unread"] == 5
+        assert [n["event_id"] for n in page1["notifications"]] == [s["event_id"] for s in sent[::-1][:2]]
+        page2 = await bob.request("notifications", limit=2, before=page1["next"])
+        assert [n["event_id"] for n in page2["notifications"]] == [s["event_id"] for s in sent[::-1][2:4]]
+        page3 = await bob.request("notifications", limit=2, before=page2["next"])
+        assert [n["event_id"] for n in page3["notifications"]] == [sent[0]["event_id"]] and page3["next"] is None
+        assert (await bob.request("notifications_read", upto=sent[1]["pos"]))["unread"] == 3
+        unread = await bob.request("notifications", unread_only=True)
+        assert [n["event_id"] for n in unread["notifications"]] == [s["event_id"] for s in sent[:1:-1]]
+        assert (await bob.request("notifications_read"))["unread"] == 0
+        assert all(n["read"] for n in (await bob.request("notifications"))["notifications"])
+        with pytest.raises(BadField):
+            await bob.request("notifications", limit=0)
+        await _close(alice, bob)
+
+    run(scenario())
+
+
+def test_search_sees_only_rooms_the_member_is_joined_to(server, run):
+    async def scenario():
+        alice, bob, eve = await user(server, "alice"), await user(server, "bob"), await user(server, "eve")
+        admin1, s1 = await _service(server, alice, bob)
+        admin2, s2 = await _service(server, eve)
+        room1 = await _room(alice, s1, bob)
+        private = await _room(alice, s1, public=False)
+        room2 = await _room(eve, s2)
+        await alice.send(room1, "Breathing exercises helped with the panic tonight")
+        await alice.send(private, "private note about breathing")
+        await eve.send(room2, "breathing in service two")
+        hits = (await bob.request("search", query="breathing"))["results"]
+        assert [h["event"]["room_id"] for h in hits] == [room1]
+        assert "[" in hits[0]["snippet"] and hits[0]["event"]["content"]["body"].startswith("Breathing")
+        mine = (await alice.request("search", query="BREATHING"))["results"]
+        assert {h["event"]["room_id"] for h in mine} == {room1, private}
+        assert [h["event"]["room_id"] for h in (await eve.request("search", query="breathing"))["results"]] == [room2]
+        assert (await eve.request("search", query="breathing", service_id=s1))["results"] == []
+        with pytest.raises(NotInRoom):
+            await eve.request("search", query="breathing", room_id=room1)
+        only = (await alice.request("search", query="breath", room_id=private))["results"]  # prefix
+        assert [h["event"]["room_id"] for h in only] == [private]
+        # after leaving, the room's messages are out of reach
+        await bob.leave(room1)
+        assert (await bob.request("search", query="breathing"))["results"] == []
+        await _close(alice, bob, eve, admin1, admin2)
+
+    run(scenario())
+
+
+HOSTILE = [
+    '"', "'", "breathing' OR 1=1 --", '") OR 1=1; DROP TABLE events; --', "NEAR(a b)", "body:panic",
+    "*", "a AND OR NOT", "^panic", "{panic}", "panic\x00", "(((", "\\", "% _", "'; SELECT * FROM accounts; --",
+]
+
+
+def test_hostile_queries_are_harmless(server, run):
+    async def scenario():
+        alice = await user(server, "alice")
+        room = (await alice.create_room("chat", "Mine", public=False))["room_id"]
+        await alice.send(room, "panic and breathing")
+        for query in HOSTILE:
+            try:
+                result = await alice.request("search", query=query)
+            except BadField:
+                continue  # nothing to search for is a clean refusal
+            for hit in result["results"]:
+                assert hit["event"]["room_id"] == room
+        assert len((await alice.request("search", query='panic" OR "x'))["results"]) == 0
+        assert len((await alice.request("search", query="body:panic"))["results"]) == 0  # 'body' is just a word
+        assert len((await alice.request("search", query="panic!!"))["results"]) == 1
+        assert (await alice.send(room, "still alive"))["event_id"]
+        await alice.close()
+
+    run(scenario())
+
+
+def test_tags_browse_and_trending_needs_approval_and_the_setting(server, run):
+    async def scenario():
+        alice, bob, mod, outsider = (await user(server, "alice"), await user(server, "bob"),
+                                     await user(server, "mod"), await user(server, "outsider"))
+        admin, service = await _service(server, alice, bob, staff=(mod,))
+        room = await _room(alice, service, bob)
+        first = await alice.send(room, "Tonight #Sleep was hard #selfcare")
+        second = await bob.send(room, "same here #sleep, see https://x.org/#sleep and a@b.co#nope")
+        posts = await bob.request("tag_posts", service_id=service, tag="#SLEEP")
+        assert [e["event_id"] for e in posts["events"]] == [second["event_id"], first["event_id"]]
+        older = await bob.request("tag_posts", service_id=service, tag="sleep", before=second["pos"])
+        assert [e["event_id"] for e in older["events"]] == [first["event_id"]]
+        assert (await bob.request("tag_posts", service_id=service, tag="nope"))["events"] == []
+        with pytest.raises(Forbidden):
+            await outsider.request("tag_posts", service_id=service, tag="sleep")
+        # nothing trends until staff approve it
+        assert (await bob.request("trending", service_id=service))["tags"] == []
+        with pytest.raises(Forbidden):
+            await bob.request("tag_candidates", service_id=service)
+        with pytest.raises(Forbidden):
+            await bob.request("tag_approve", service_id=service, tag="sleep")
+        candidates = await mod.request("tag_candidates", service_id=service)
+        assert candidates["candidates"] == [{"tag": "sleep", "count": 2}, {"tag": "selfcare", "count": 1}]
+        await mod.request("tag_approve", service_id=service, tag="#Sleep")
+        assert (await bob.request("trending", service_id=service))["tags"] == [{"tag": "sleep", "count": 2}]
+        candidates = await mod.request("tag_candidates", service_id=service)
+        assert candidates["candidates"] == [{"tag": "selfcare", "count": 1}] and candidates["approved"] == ["sleep"]
+        await alice.send(room, "#sleep again")
+        assert (await bob.request("trending", service_id=service))["tags"] == [{"tag": "sleep", "count": 3}]
+        # the service can switch trending off
+        await admin.request("service_settings", service_id=service, settings={"trending": False})
+        off = await bob.request("trending", service_id=service)
+        assert off["enabled"] is False and off["tags"] == []
+        with pytest.raises(Forbidden):
+            await outsider.request("trending", service_id=service)
+        await _close(alice, bob, mod, outsider, admin)
+
+    run(scenario())
+
+
+def test_trending_and_approvals_survive_a_restart(server, run):
+    async def first():
+        alice, mod = await user(server, "alice"), await user(server, "mod")
+        admin, service = await _service(server, alice, staff=(mod,))
+        room = await _room(alice, service)
+        await alice.send(room, "#walks are good #walks")
+        await mod.request("tag_approve", service_id=service, tag="walks")
+        await _close(alice, mod, admin)
+        return alice.token, service
+
+    token, service = run(first())
+    server.restart()
+
+    async def second():
+        from clients.client import SharonClient
+
+        alice = await SharonClient.connect(server.ws_url)
+        await alice.auth(token)
+        assert (await alice.request("trending", service_id=service))["tags"] == [{"tag": "walks", "count": 1}]
+        assert len((await alice.request("search", query="walks"))["results"]) == 1
+        await alice.close()
+
+    run(second())
+
+
+async def _pg_admin(sql: str) -> None:
+    engine = create_async_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
+    try:
+        async with engine.connect() as conn:
+            await conn.exec_driver_sql(sql)
+    finally:
+        await engine.dispose()
+
+
+@pytest.fixture
+def pg_server(server_factory):
+    """A server on a fresh PostgreSQL database, dropped afterwards."""
+    _require_postgres()
+    name = "sharon_s_" + uuid.uuid4().hex[:12]
+    asyncio.run(_pg_admin(f'CREATE DATABASE "{name}"'))
+    url = make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
+    proc = server_factory(args=["--database-url", url])
+    try:
+        yield proc
+    finally:
+        proc.stop()
+        asyncio.run(_pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.mark.postgres
+def test_search_and_mentions_on_postgresql(pg_server, run):
+    async def scenario():
+        alice, bob, eve = await user(pg_server, "alice"), await user(pg_server, "bob"), await user(pg_server, "eve")
+        room = (await alice.create_room("chat", "Pg", public=True))["room_id"]
+        other = (await eve.create_room("chat", "Eve's", public=False))["room_id"]
+        await bob.join(room)
+        await alice.send(room, f"Breathing helps @{bob.pseudonym}")
+        await eve.send(other, "breathing alone")
+        hits = (await bob.request("search", query="breathing"))["results"]
+        assert [h["event"]["room_id"] for h in hits] == [room]
+        for query in HOSTILE:
+            try:
+                await bob.request("search", query=query)
+            except BadField:
+                pass
+        assert (await bob.request("notifications"))["unread"] == 1
+        await _close(alice, bob, eve)
+
+    run(scenario())
