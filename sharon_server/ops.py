@@ -79,7 +79,10 @@ async def _leave(conn: Conn, req: F.Leave) -> Dict[str, Any]:
 
 async def _rooms(conn: Conn, req: F.Rooms) -> Dict[str, Any]:
     session = conn.require_session()
-    return {"rooms": conn.factory.rooms.room_summaries(session.user_id)}
+    listed = conn.factory.rooms.room_summaries(session.user_id)
+    for decorate in getattr(conn.factory.rooms, "room_list_decorators", ()):
+        decorate(session.user_id, listed)  # features add keys (e.g. unread counts) in place
+    return {"rooms": listed}
 
 
 async def _send(conn: Conn, req: F.Send) -> Dict[str, Any]:

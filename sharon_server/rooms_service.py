@@ -71,6 +71,7 @@ class RoomService:
         self.created_hooks: List[Callable[[Session, str, str, Dict[str, Any]], Any]] = []
         self.observers: List[EventType] = []
         """Hooks that see every event sent through ``send_event`` (after its own type's)."""
+        self.room_list_decorators: List[Callable[[str, List[Dict[str, Any]]], None]] = []
         self.body_limit: Callable[[str, str], int] = lambda room_id, kind: self.max_body_chars
         self.register_event_type(MessageType(self))
 
