@@ -19,7 +19,7 @@ from protocol.canonical_json import decode_strict
 from protocol.errors import BadField, BadRequest, InternalError, MissingField, SharonError, UnknownToken
 from protocol.signing import sign_json
 
-__all__ = ["build_site", "LimitedRequest", "AsyncJSON", "bearer_token", "write_json", "str_field"]
+__all__ = ["build_site", "LimitedRequest", "SITE_BODY_LIMITS", "AsyncJSON", "bearer_token", "write_json", "str_field"]
 
 log = Logger(namespace="sharon.http")
 
@@ -36,29 +36,48 @@ def write_json(request: Request, status: int, body: Dict[str, Any]) -> None:
     request.finish()
 
 
+SITE_BODY_LIMITS: Dict[bytes, int] = {}
+"""Per-route body limits in bytes, keyed by exact path without the query (e.g.
+``b"/api/v1/media/upload"``), for routes that take larger (or smaller) bodies than
+``max_body``. Features set them at install time. Bodies over 100 kB are buffered by Twisted
+in an anonymous temporary file, not in memory."""
+
+
 class LimitedRequest(Request):
-    """A request that refuses bodies over ``max_body`` bytes with 413 before buffering them."""
+    """A request that refuses bodies over its limit with 413 before buffering them.
+
+    The limit is ``SITE_BODY_LIMITS[path]`` for routes that opted in, else ``max_body``.
+    """
 
     max_body = 65536
     _seen = 0
+    _limit: Optional[int] = None
+
+    def body_limit(self) -> int:
+        """This request's body limit, decided from the request line's path."""
+        if self._limit is None:
+            target = getattr(self.channel, "_path", None) or b""  # the request line's target
+            self._limit = SITE_BODY_LIMITS.get(target.split(b"?", 1)[0], self.max_body)
+        return self._limit
 
     def _refuse(self) -> None:
-        body = json.dumps({"code": "too_large", "reason": f"request body over {self.max_body} bytes"}).encode()
+        body = json.dumps({"code": "too_large", "reason": f"request body over {self.body_limit()} bytes"}).encode()
         self.channel.transport.write(
             b"HTTP/1.1 413 Payload Too Large\r\ncontent-type: application/json\r\nconnection: close\r\n"
             b"content-length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
         self.channel.transport.loseConnection()
 
     def gotLength(self, length: Optional[int]) -> None:
-        if length is not None and length > self.max_body:
+        if length is not None and length > self.body_limit():
             self._refuse()
             return
         super().gotLength(length)
 
     def handleContentChunk(self, data: bytes) -> None:
         self._seen += len(data)
-        if self._seen > self.max_body:
-            if self._seen - len(data) <= self.max_body:
+        limit = self.body_limit()
+        if self._seen > limit:
+            if self._seen - len(data) <= limit:
                 self._refuse()
             return
         super().handleContentChunk(data)
