@@ -1,8 +1,8 @@
 """Mentions and hashtags in free text (pure: no I/O, no clocks).
 
 - A mention is ``@`` + a pseudonym (letters, digits, ``_ - .``, 3-32 characters, starting
-  with a letter or digit) where the ``@`` is not preceded by a word character, ``@`` or
-  ``.``: so ``bob@example.com`` mentions nobody. A trailing ``.`` or ``-`` (end of a
+  with a letter or digit) where the ``@`` is not preceded by a word character or ``@``
+  (so ``bob@example.com`` mentions nobody; URLs are removed first). A trailing ``.`` or ``-`` (end of a
   sentence) is not part of the pseudonym. The server resolves pseudonyms case-insensitively.
 - A hashtag is ``#`` + Unicode letters, digits and ``_`` with at least one letter, not
   preceded by a word character or one of ``# & / @`` (so ``C#``, ``a#b``, ``&#39;`` and
@@ -25,7 +25,7 @@ MAX_ITEMS = 20
 
 _URL = re.compile(r"(?:[A-Za-z][A-Za-z0-9+.\-]*://|www\.)\S*", re.IGNORECASE)
 _EMAIL = re.compile(r"[^\s@]+@[^\s@]+\.[^\s@]+")
-_MENTION = re.compile(r"(?<![\w@.])@([A-Za-z0-9][A-Za-z0-9_.\-]{2,31})(?![\w@])")
+_MENTION = re.compile(r"(?<![\w@])@([A-Za-z0-9][A-Za-z0-9_.\-]{2,31})(?![\w@])")
 _TAG = re.compile(r"(?<![\w#&/@])#(\w+)")
 
 
