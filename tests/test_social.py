@@ -294,3 +294,31 @@ def test_search_and_mentions_on_postgresql(pg_server, run):
         await _close(alice, bob, eve)
 
     run(scenario())
+
+
+def test_cli_commands(server, tmp_path):
+    from tests.test_cli import User
+
+    admin = User(server, tmp_path / "admin", "admin").register()
+    alice = User(server, tmp_path / "alice", "alice").register()
+    bob = User(server, tmp_path / "bob", "bob").register()
+    grant_admin(server, admin.pseudonym)
+    service = admin.ok("create-service", "Carers").strip()
+    admin.ok("service-add", service, alice.user_id)
+    admin.ok("service-add", service, bob.user_id)
+    room = alice.ok("create-room", "Kitchen", "--kind", "chat", "--public", "--service", service).strip()
+    bob.ok("join", room)
+    sent = alice.ok("send", room, f"@{bob.pseudonym} the #Respite group was lovely").strip()
+    listed = bob.ok("notifications").splitlines()
+    assert listed[-1] == "unread: 1" and sent in listed[0] and "mention" in listed[0]
+    assert "Respite group" in bob.ok("search", "respite", "--room", room)
+    assert bob.ok("search", "respite", "--service", service).count("\n") == 1
+    assert "Respite group" in bob.ok("tags", service, "#respite")
+    assert bob.ok("mark-read-notifications").strip() == "unread: 0"
+    assert bob.ok("notifications", "--unread").splitlines() == ["unread: 0"]
+    assert bob.ok("trending", service) == ""
+    refused = bob.run("tag-candidates", service)
+    assert refused.returncode != 0 and "forbidden" in refused.stderr
+    assert admin.ok("tag-candidates", service).split() == ["#respite", "1"]
+    assert admin.ok("approve-tag", service, "Respite").strip() == "#respite"
+    assert bob.ok("trending", service).split() == ["#respite", "1"]
