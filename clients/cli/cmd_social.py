@@ -22,7 +22,7 @@ async def _call(args: argparse.Namespace, op: str, **fields: Any) -> Dict[str, A
 
 
 def _event_line(event: Dict[str, Any]) -> str:
-    who = render.clean(event.get("pseudonym") or event.get("sender") or "?")
+    who = render.clean(event.get("sender_pseudonym") or event.get("sender") or "?")
     body = render.clean((event.get("content") or {}).get("body", ""))
     return f"{event.get('pos')}  {event.get('room_id')}  {who}: {body}"
 
