@@ -19,7 +19,7 @@ from protocol.ids import RoomID
 __all__ = [
     "MEDIA_EVENT", "CATEGORIES", "DEFAULT_LIMITS", "SNIFF_BYTES", "MAX_NAME_CHARS",
     "sniff", "is_media_hash", "parse_range", "Unsatisfiable", "safe_filename", "content_disposition",
-    "extension_for", "MediaList", "MediaPost",
+    "extension_for", "MediaList", "MediaPost", "MediaLink",
 ]
 
 MEDIA_EVENT = "ps.media"
@@ -245,6 +245,15 @@ class MediaPost:
     txn_id: Optional[str]
 
 
+@_frozen
+class MediaLink:
+    """``media_link``: a short-lived signed URL for players that cannot send a header."""
+
+    id: RequestId
+    room_id: RoomID
+    hash: str
+
+
 def _hash(frame: Dict[str, Any]) -> str:
     value = read_str(frame, "hash")
     if not is_media_hash(value):
@@ -255,6 +264,7 @@ def _hash(frame: Dict[str, Any]) -> str:
 register_request("media", lambda f, rid: MediaList(
     rid, read_room_id(f), read_str(f, "before", min_len=1, max_len=128, optional=True),
     read_int(f, "limit", 50, 1, 100)))
+register_request("media_link", lambda f, rid: MediaLink(rid, read_room_id(f), _hash(f)))
 register_request("media_post", lambda f, rid: MediaPost(
     rid, read_room_id(f), _hash(f), read_str(f, "body", min_len=1, optional=True),
     read_str(f, "txn_id", min_len=1, max_len=64, optional=True)))

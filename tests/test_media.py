@@ -14,7 +14,7 @@ from typing import Any, Dict, Optional, Tuple
 
 import pytest
 
-from protocol.errors import BadField, NotInRoom
+from protocol.errors import BadField, Forbidden, NotFound, NotInRoom
 from tests.helpers import http, room_with, user
 
 pytestmark = pytest.mark.integration
@@ -44,13 +44,11 @@ def upload(server: Any, token: Optional[str], room_id: str, data: bytes,
 
 
 def fetch(server: Any, token: Optional[str], room_id: str, digest: str, range_: Optional[str] = None,
-          query_token: bool = False) -> Tuple[int, Dict[str, str], bytes]:
-    path = f"/api/v1/media/{urllib.parse.quote(room_id)}/{digest}"
+          path: Optional[str] = None) -> Tuple[int, Dict[str, str], bytes]:
+    path = path or f"/api/v1/media/{urllib.parse.quote(room_id)}/{digest}"
     headers = {}
-    if token is not None and not query_token:
+    if token is not None:
         headers["Authorization"] = f"Bearer {token}"
-    if query_token:
-        path += "?" + urllib.parse.urlencode({"access_token": token})
     if range_ is not None:
         headers["Range"] = range_
     conn = _conn(server)
@@ -103,9 +101,12 @@ def test_upload_and_download_round_trip_with_ranges(server, run):
             assert headers["content-range"] == f"bytes */{size}"
         status, _, data = fetch(server, bob.token, room, digest, "bytes=0-1,5-6")  # several: whole file
         assert status == 200 and data == MP3
-        # players that cannot set headers may pass the token in the query
-        status, _, data = fetch(server, bob.token, room, digest, "bytes=0-3", query_token=True)
+        # players that cannot set headers get a signed, expiring link instead
+        link = await bob.request("media_link", room_id=room, hash=digest)
+        assert link["path"].startswith(f"/api/v1/media/{urllib.parse.quote(room, safe='')}/{digest}?")
+        status, _, data = fetch(server, None, room, digest, "bytes=0-3", path=link["path"])
         assert status == 206 and data == MP3[:4]
+        assert bob.token not in link["path"]
 
         # the same content again is stored once
         status, again = upload(server, bob.token, room, MP3, name="copy.mp3")
@@ -142,9 +143,21 @@ def test_only_joined_members_of_the_room_can_fetch(server, run):
         # members get 404 for a hash not attached to the room
         assert fetch(server, bob.token, room, "0" * 64)[0] == 404
         assert fetch(server, bob.token, room, "not-a-hash")[0] == 404
-        # after leaving, the room's media is closed
+        link = (await bob.request("media_link", room_id=room, hash=digest))["path"]
+        assert fetch(server, None, room, digest, path=link)[0] == 200
+        tampered = link.replace("sig=", "sig=A")
+        assert fetch(server, None, room, digest, path=tampered)[0] == 403
+        # a link for one file does not open another
+        other = upload(server, alice.token, room, PNG + b"x")[1]["hash"]
+        assert fetch(server, None, room, other, path=link.replace(digest, other))[0] == 403
+        with pytest.raises(NotInRoom):
+            await outsider.request("media_link", room_id=room, hash=digest)
+        with pytest.raises(NotFound):
+            await bob.request("media_link", room_id=room, hash="0" * 64)
+        # after leaving, the room's media is closed, links included
         await bob.leave(room)
         assert fetch(server, bob.token, room, digest)[0] == 403
+        assert fetch(server, None, room, digest, path=link)[0] == 403
         # outsiders cannot upload into the room either
         status, body = upload(server, outsider.token, room, PNG)
         assert status == 403 and body["code"] == "not_in_room"
@@ -197,7 +210,9 @@ def test_refusals_tokens_lies_and_bad_requests(server, run):
         digest = body["hash"]
         assert fetch(server, None, room, digest)[0] == 401
         assert fetch(server, "shr_wrong", room, digest)[0] == 401
-        assert fetch(server, "shr_wrong", room, digest, query_token=True)[0] == 401
+        # tokens are never taken from the URL (they would end up in access logs)
+        query = "?" + urllib.parse.urlencode({"access_token": alice.token})
+        assert fetch(server, None, room, digest, path=f"/api/v1/media/{room}/{digest}{query}")[0] == 401
         # a large body is still refused on other routes
         assert http(server, "POST", "/api/v1/login", b"{" + b" " * 70000 + b"}")[0] == 413
         assert stored_files(server) == [digest]
@@ -347,3 +362,34 @@ def test_cli_upload_and_download(server, run, tmp_path):
     lying.write_text("not a photo")
     refused = sharon("upload", room, str(lying))
     assert refused.returncode == 1 and "unsupported_media" in refused.stderr
+
+
+class _FakeRequest:
+    def __init__(self, query: str) -> None:
+        self.args = {k.encode(): [v.encode()] for k, v in urllib.parse.parse_qsl(query)}
+
+
+def test_signed_links_expire_and_bind_user_room_and_file():
+    from sharon_server.features.media import _Links
+
+    now = [1_000_000]
+    links = _Links(lambda: now[0], ttl_ms=60_000)
+    room, digest = "!" + "A" * 43, "a" * 64
+    path, expires = links.make(room, digest, "@u1:x")
+    assert expires == 1_060_000
+    query = path.split("?", 1)[1]
+    assert links.check(_FakeRequest(query), room, digest) == "@u1:x"
+    with pytest.raises(Forbidden):
+        links.check(_FakeRequest(query), room, "b" * 64)
+    with pytest.raises(Forbidden):
+        links.check(_FakeRequest(query), "!" + "B" * 43, digest)
+    with pytest.raises(Forbidden):
+        links.check(_FakeRequest(query.replace("%40u1", "%40u2")), room, digest)
+    with pytest.raises(Forbidden):
+        links.check(_FakeRequest(query.replace("1060000", "9060000")), room, digest)
+    with pytest.raises(Forbidden):
+        links.check(_FakeRequest("user=%40u1%3Ax"), room, digest)
+    now[0] = 1_060_001
+    with pytest.raises(Forbidden) as exc:
+        links.check(_FakeRequest(query), room, digest)
+    assert "expired" in exc.value.reason

@@ -7,20 +7,27 @@
   then copy and hash in a worker thread into ``<data_dir>/media/tmp`` and rename into
   ``<data_dir>/media/ab/cd/<sha256>`` (atomic; identical content is stored once).
 - ``GET /api/v1/media/<room_id>/<hash>``: joined members of the room only; single byte
-  ranges; streamed from disk by a pull producer.
-- ``ps.media`` events and the ``media`` / ``media_post`` operations.
+  ranges; streamed from disk by a pull producer. The access token goes in the
+  Authorization header only (a token in a URL ends up in access logs, histories and
+  Referer headers); players that cannot set headers use a signed, expiring link from the
+  ``media_link`` operation, bound to the user, who must still be joined when it is used.
+- ``ps.media`` events and the ``media`` / ``media_post`` / ``media_link`` operations.
 
 Size limits per category come from ``protocol.media.DEFAULT_LIMITS``, overridable with
 ``SHARON_MEDIA_MAX_IMAGE_BYTES``, ``SHARON_MEDIA_MAX_AUDIO_BYTES`` and
-``SHARON_MEDIA_MAX_VIDEO_BYTES``.
+``SHARON_MEDIA_MAX_VIDEO_BYTES``; links live ``SHARON_MEDIA_LINK_TTL_S`` seconds (4 h).
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
+import hmac
 import os
+import secrets
 import tempfile
+import urllib.parse
 from pathlib import Path
 from typing import Any, BinaryIO, Dict, List, Mapping, Optional, Tuple
 
@@ -34,7 +41,7 @@ from zope.interface import implementer
 
 from protocol import media as P
 from protocol.errors import (
-    BadField, InternalError, MissingField, NotFound, NotInRoom, SharonError, TooLarge, UnknownToken,
+    BadField, Forbidden, InternalError, MissingField, NotFound, NotInRoom, SharonError, TooLarge,
 )
 from protocol.ids import RoomID
 from sharon_server.event_types import EventType, SendContext
@@ -202,14 +209,40 @@ def _query_arg(request: Request, name: str) -> Optional[str]:
         raise BadField(f"{name} must be UTF-8", name) from None
 
 
-def _token(request: Request) -> str:
-    """The bearer token from the header, or from ``?access_token=`` for media players."""
-    if request.getHeader(b"authorization"):
-        return bearer_token(request)
-    token = _query_arg(request, "access_token")
-    if not token:
-        raise UnknownToken("send the token as 'Authorization: Bearer TOKEN' or ?access_token=", "authorization")
-    return token
+class _Links:
+    """Signed, expiring download URLs bound to one user, room and file.
+
+    The key is random per process: links stop working when the server restarts. The user
+    must still be a joined member when the link is used.
+    """
+
+    def __init__(self, now_ms: Any, ttl_ms: int) -> None:
+        self._key = secrets.token_bytes(32)
+        self._now_ms = now_ms
+        self.ttl_ms = ttl_ms
+
+    def _sig(self, room_id: str, digest: str, user_id: str, expires: int) -> str:
+        msg = f"{room_id}\n{digest}\n{user_id}\n{expires}".encode()
+        return base64.urlsafe_b64encode(hmac.new(self._key, msg, hashlib.sha256).digest()).rstrip(b"=").decode()
+
+    def make(self, room_id: str, digest: str, user_id: str) -> Tuple[str, int]:
+        """The path-and-query of a link, and when it expires."""
+        expires = self._now_ms() + self.ttl_ms
+        query = urllib.parse.urlencode({"user": user_id, "expires": expires,
+                                        "sig": self._sig(room_id, digest, user_id, expires)})
+        return f"/api/v1/media/{urllib.parse.quote(room_id, safe='')}/{digest}?{query}", expires
+
+    def check(self, request: Request, room_id: str, digest: str) -> str:
+        """The user a valid, unexpired link was made for; Forbidden otherwise."""
+        user_id, expires, sig = (_query_arg(request, k) for k in ("user", "expires", "sig"))
+        if not (user_id and expires and sig and expires.isdigit()):
+            raise Forbidden("the link is incomplete; ask for a new one with media_link", "sig")
+        good = self._sig(room_id, digest, user_id, int(expires))
+        if not hmac.compare_digest(good.encode(), sig.encode()):
+            raise Forbidden("the link is not valid for this file", "sig")
+        if int(expires) < self._now_ms():
+            raise Forbidden("the link has expired; ask for a new one with media_link", "sig")
+        return user_id
 
 
 @implementer(IPullProducer)
@@ -327,11 +360,12 @@ class MediaType(EventType):
 class _Media:
     """The feature's state and request handlers."""
 
-    def __init__(self, ctx: Any, limits: Dict[str, int]) -> None:
+    def __init__(self, ctx: Any, limits: Dict[str, int], link_ttl_ms: int = 4 * 3600 * 1000) -> None:
         self.rooms = ctx.rooms
         self.accounts = ctx.accounts
         self.limits = limits
         self.store = MediaStore(ctx.db, Path(ctx.data_dir) / "media", ctx.now_ms)
+        self.links = _Links(ctx.now_ms, link_ttl_ms)
 
     def _member(self, room_id: str, user_id: str) -> None:
         state = self.rooms.rooms.get(room_id)
@@ -339,7 +373,7 @@ class _Media:
             raise NotInRoom("only joined members of the room can do that", "room_id")
 
     async def upload(self, request: Request) -> None:
-        session = await self.accounts.authenticate(_token(request))
+        session = await self.accounts.authenticate(bearer_token(request))
         room_arg = _query_arg(request, "room_id")
         if room_arg is None:
             raise MissingField("room_id is required (?room_id=!...)", "room_id")
@@ -374,13 +408,16 @@ class _Media:
         write_json(request, 200, {"hash": digest, "mime": mime, "category": category, "size": size})
 
     async def download(self, request: Request, room_raw: bytes, hash_raw: bytes) -> None:
-        session = await self.accounts.authenticate(_token(request))
+        signed = not request.getHeader(b"authorization") and request.args.get(b"sig") is not None
+        user_id = None if signed else (await self.accounts.authenticate(bearer_token(request))).user_id
         try:
             room_id = str(RoomID.parse(room_raw.decode("utf-8"), field="room_id"))
             digest = hash_raw.decode("ascii")
         except (UnicodeDecodeError, SharonError):
             raise NotFound("no such media", "hash") from None
-        self._member(room_id, session.user_id)  # before any lookup: non-members learn nothing
+        if user_id is None:
+            user_id = self.links.check(request, room_id, digest)
+        self._member(room_id, user_id)  # before any lookup: non-members learn nothing
         record = await self.store.lookup(digest, room_id) if P.is_media_hash(digest) else None
         if record is None:
             raise NotFound("no such media in this room", "hash")
@@ -439,6 +476,15 @@ class _Media:
                 del item["name"]
         return {"media": items, "next": nxt}
 
+    async def link(self, conn: Any, req: P.MediaLink) -> Dict[str, Any]:
+        session = conn.require_session()
+        room_id = str(req.room_id)
+        self._member(room_id, session.user_id)
+        if await self.store.lookup(req.hash, room_id) is None:
+            raise NotFound("no such media in this room", "hash")
+        path, expires = self.links.make(room_id, req.hash, session.user_id)
+        return {"path": path, "expires_ts": expires}
+
     async def post(self, conn: Any, req: P.MediaPost) -> Dict[str, Any]:
         session = conn.require_session()
         content: Dict[str, Any] = {"media": {"hash": req.hash}}
@@ -451,10 +497,12 @@ class _Media:
 
 def install(ctx: Any) -> None:
     """Register the ``ps.media`` type, the operations and the HTTP routes."""
-    feature = _Media(ctx, limits_from_env(os.environ))
+    ttl_s = os.environ.get("SHARON_MEDIA_LINK_TTL_S")
+    feature = _Media(ctx, limits_from_env(os.environ),
+                     (int(ttl_s) if ttl_s else 4 * 3600) * 1000)
     feature.store.prepare_dirs()
     ctx.rooms.register_event_type(MediaType(feature))
     SITE_BODY_LIMITS[UPLOAD_PATH] = max(feature.limits.values())
     ctx.api_v1.putChild(b"media", _MediaResource(feature))
-    register_handlers({P.MediaList: feature.list_media, P.MediaPost: feature.post})
+    register_handlers({P.MediaList: feature.list_media, P.MediaPost: feature.post, P.MediaLink: feature.link})
     ctx.extras["media"] = feature
