@@ -85,6 +85,14 @@ def test_upload_and_download_round_trip_with_ranges(server, run):
         assert headers["content-length"] == str(len(MP3))
         assert headers["content-disposition"].startswith('inline; filename="night walk.mp3"')
 
+        conn = _conn(server)
+        conn.request("HEAD", f"/api/v1/media/{urllib.parse.quote(room)}/{digest}",
+                     headers={"Authorization": f"Bearer {bob.token}"})
+        head = conn.getresponse()
+        assert head.status == 200 and head.getheader("content-length") == str(len(MP3))
+        assert head.getheader("content-type") == "audio/mpeg" and head.read() == b""
+        conn.close()
+
         size = len(MP3)
         for rng, first, last in [("bytes=0-0", 0, 0), ("bytes=0-99", 0, 99), ("bytes=1000-70000", 1000, 70000),
                                  (f"bytes={size - 10}-", size - 10, size - 1), ("bytes=5000-", 5000, size - 1),
