@@ -52,6 +52,16 @@ def listen_overflows() -> int:
     return 0
 
 
+def renice(pid: int) -> None:
+    """Give a benchmark process priority when ``SHARON_BENCH_NICE`` asks for it (``--renice``)."""
+    value = os.environ.get("SHARON_BENCH_NICE")
+    if value:
+        try:
+            psutil.Process(pid).nice(int(value))
+        except (psutil.Error, OSError, ValueError):
+            pass
+
+
 def free_port() -> int:
     """A TCP port that was free a moment ago on 127.0.0.1."""
     with socket.socket() as s:
@@ -102,6 +112,7 @@ class ServerProc:
         self.spawned_at = time.perf_counter()
         self.proc = subprocess.Popen(self.command(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                      env=env, text=True, bufsize=1, cwd=str(ROOT))
+        renice(self.proc.pid)
         self._reader = threading.Thread(target=self._read, args=(self.proc,), daemon=True)
         self._reader.start()
         if not self._ready.wait(timeout_s) or self.listening is None:
@@ -239,6 +250,7 @@ class DriverProc:
         self.proc = await asyncio.create_subprocess_exec(
             *args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, cwd=str(ROOT),
             limit=64 * 1024 * 1024)
+        renice(self.proc.pid)
         self.hello = await self._read()
         return self
 
