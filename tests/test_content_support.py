@@ -19,7 +19,8 @@ def txn() -> str:
 
 def grant_admin(server: Any, pseudonym: str) -> None:
     """Make a server admin with ``sharon-server admin grant`` on the server's data directory."""
-    out = subprocess.run([sys.executable, "-m", "sharon_server", "admin", "--data-dir", str(server.data_dir),
+    db = list(server.args[server.args.index("--database-url"):][:2]) if "--database-url" in server.args else []
+    out = subprocess.run([sys.executable, "-m", "sharon_server", "admin", "--data-dir", str(server.data_dir), *db,
                           "grant", pseudonym], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
 
