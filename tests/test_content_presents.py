@@ -131,3 +131,23 @@ def test_presents_land_on_the_recipients_wall_or_on_a_post(server, run):
         await close(alice, bob, eve, admin, admin2)
 
     run(scenario())
+
+
+def test_racing_duplicate_reactions_never_break_the_commit(server, run):
+    async def scenario():
+        import asyncio
+
+        alice, bob = await user(server, "alice"), await user(server, "bob")
+        admin, svc = await service(server, members=(alice, bob))
+        chat = await room_in(alice, svc, "chat", bob)
+        msg = await alice.send(chat, "hi")
+        results = await asyncio.gather(*(bob.request("react", room_id=chat, txn_id=txn(), target=msg["event_id"],
+                                                     key="heart") for _ in range(5)), return_exceptions=True)
+        assert any(isinstance(r, dict) for r in results)
+        assert all(isinstance(r, (dict, Conflict)) for r in results), results
+        got = (await alice.request("reactions", room_id=chat, event_id=msg["event_id"]))["reactions"]
+        assert got == [{"key": "heart", "count": 1, "mine": False}]
+        await alice.send(chat, "still writable")  # no failed batch, no reload
+        await close(alice, bob, admin)
+
+    run(scenario())

@@ -154,3 +154,19 @@ def test_wall_limits_and_wrong_kinds(server, run):
         await close(alice, admin)
 
     run(scenario())
+
+
+def test_concurrent_first_opens_make_one_wall(server, run):
+    async def scenario():
+        import asyncio
+
+        alice, bob, carol = [await user(server, n) for n in ("alice", "bob", "carol")]
+        admin, svc = await service(server, members=(alice, bob, carol))
+        opened = await asyncio.gather(*(c.request("wall_open", service_id=svc, user_id=alice.user_id)
+                                        for c in (alice, bob, carol)))
+        assert len({o["room_id"] for o in opened}) == 1
+        walls = [r for r in (await alice.request("service_rooms", service_id=svc))["rooms"] if r["kind"] == "wall"]
+        assert len(walls) == 1 and walls[0]["members"] == 3
+        await close(alice, bob, carol, admin)
+
+    run(scenario())
