@@ -225,15 +225,15 @@ def test_tags_browse_and_trending_needs_approval_and_the_setting(server, run):
     run(scenario())
 
 
-def test_trending_and_approvals_survive_a_restart(server, run):
+def test_trending_approvals_search_and_unread_counts_survive_a_restart(server, run):
     async def first():
-        alice, mod = await user(server, "alice"), await user(server, "mod")
-        admin, service = await _service(server, alice, staff=(mod,))
-        room = await _room(alice, service)
-        await alice.send(room, "#walks are good #walks")
+        alice, bob, mod = await user(server, "alice"), await user(server, "bob"), await user(server, "mod")
+        admin, service = await _service(server, alice, bob, staff=(mod,))
+        room = await _room(alice, service, bob)
+        await alice.send(room, f"#walks are good #walks @{bob.pseudonym}")
         await mod.request("tag_approve", service_id=service, tag="walks")
-        await _close(alice, mod, admin)
-        return alice.token, service
+        await _close(alice, mod, admin, bob)
+        return bob.token, service
 
     token, service = run(first())
     server.restart()
@@ -241,13 +241,29 @@ def test_trending_and_approvals_survive_a_restart(server, run):
     async def second():
         from clients.client import SharonClient
 
-        alice = await SharonClient.connect(server.ws_url)
-        await alice.auth(token)
-        assert (await alice.request("trending", service_id=service))["tags"] == [{"tag": "walks", "count": 1}]
-        assert len((await alice.request("search", query="walks"))["results"]) == 1
-        await alice.close()
+        bob = await SharonClient.connect(server.ws_url)
+        await bob.auth(token)
+        assert (await bob.request("trending", service_id=service))["tags"] == [{"tag": "walks", "count": 1}]
+        assert len((await bob.request("search", query="walks"))["results"]) == 1
+        await bob.sync()
+        room = (await bob.request("search", query="walks"))["results"][0]["event"]["room_id"]
+        other = await user(server, "carol")
+        await server_add(server, service, other)
+        await other.join(room)
+        await other.send(room, f"hello @{bob.pseudonym}")
+        note = await _notification(bob)
+        assert note["unread"] == 2  # the count from before the restart was loaded
+        await _close(bob, other)
 
     run(second())
+
+
+async def server_add(server, service, member):
+    """Add ``member`` to ``service`` as a fresh server admin."""
+    admin = await user(server, "admin")
+    grant_admin(server, admin.pseudonym)
+    await admin.request("service_add_member", service_id=service, user_id=member.user_id)
+    await admin.close()
 
 
 async def _pg_admin(sql: str) -> None:
@@ -322,3 +338,70 @@ def test_cli_commands(server, tmp_path):
     assert admin.ok("tag-candidates", service).split() == ["#respite", "1"]
     assert admin.ok("approve-tag", service, "Respite").strip() == "#respite"
     assert bob.ok("trending", service).split() == ["#respite", "1"]
+
+
+class _Conn:
+    def __init__(self):
+        self.frames = []
+
+    def reply(self, frame):
+        self.frames.append(frame)
+
+
+def _fake_social(members_of_service=(), joined=()):
+    """A Social over fakes: accounts, one room, a service directory and a hub."""
+    from types import SimpleNamespace
+
+    from sharon_server.features.social import Social, _SocialObserver
+
+    pseudonyms = {"@a:x": "Alice", "@b:x": "Bob", "@c:x": "Carol"}
+    state = SimpleNamespace(membership=lambda u: "join" if u in joined else None, join_rule=lambda: "public")
+    conn = _Conn()
+    ctx = SimpleNamespace(
+        rooms=SimpleNamespace(rooms={"!r:x": state}), config=None, now_ms=lambda: 0,
+        accounts=SimpleNamespace(pseudonyms=pseudonyms, pseudonym_of=pseudonyms.get),
+        services=SimpleNamespace(is_member=lambda s, u: u in members_of_service),
+        hub=SimpleNamespace(user_conns={"@b:x": {conn}}),
+        db=SimpleNamespace(engine=None, read_engine=None, dialect="sqlite"),
+    )
+    social = Social(ctx)
+    return social, _SocialObserver(social), conn
+
+
+def _send_ctx(content, scratch, sender="@a:x"):
+    from types import SimpleNamespace
+
+    from sharon_server.event_types import SendContext
+
+    return SendContext(session=SimpleNamespace(user_id=sender), room_id="!r:x", kind="chat", state=None,
+                       etype="m.room.message", content=content, scratch=scratch)
+
+
+def test_observer_notifies_once_per_member_never_the_sender_and_pushes_live():
+    social, observer, conn = _fake_social(members_of_service={"@a:x", "@b:x"})
+    content = {"body": "@bob @BOB @carol @alice #Hope", "mentions": ["@c:x"]}  # a forged list is replaced
+    ctx = _send_ctx(content, {"service": "!s:x", "notify": [("@b:x", "reply"), ("@a:x", "reply"),
+                                                            ("@nobody:x", "reply")]})
+    observer.prepare(ctx)
+    assert content["mentions"] == ["@b:x"]  # carol is not in the service; alice is the sender
+    derived = observer.derive(ctx, "$e", 7, {"origin_server_ts": 5})
+    by_table = {stmt.table.name: params for stmt, params in derived}
+    assert [(r["user_id"], r["reason"]) for r in by_table["notifications"]] == [("@b:x", "reply")]
+    assert [r["tag"] for r in by_table["social_tags"]] == ["hope"]
+    assert by_table["search_docs"][0]["body"] == content["body"]
+    observer.committed(ctx, "$e", 7, {"origin_server_ts": 5})
+    assert [f["notification"]["reason"] for f in conn.frames] == ["reply"]
+    assert conn.frames[0]["notification"]["unread"] == 1 and social.unread == {"@b:x": 1}
+    assert social.window("!s:x").top(5, 5) == [("hope", 1)]
+
+
+def test_observer_outside_services_needs_the_room_and_skips_state_events():
+    social, observer, _ = _fake_social(joined={"@a:x", "@c:x"})
+    content = {"body": "@bob @carol #notag"}
+    ctx = _send_ctx(content, {"service": None})
+    observer.prepare(ctx)
+    assert content["mentions"] == ["@c:x"] and "social_tags" not in ctx.scratch
+    state_ctx = _send_ctx({"name": "x", "mentions": ["@b:x"]}, {"service": None})
+    state_ctx.state_key = ""
+    observer.prepare(state_ctx)
+    assert observer.derive(state_ctx, "$s", 8, {"origin_server_ts": 1}) == []

@@ -186,6 +186,7 @@ class _SocialObserver(EventType):
                 mentioned.append(target)
         if mentioned:
             ctx.content["mentions"] = mentioned
+            ctx.scratch["social_mentions"] = mentioned
         if service_id is not None:
             ctx.scratch["social_tags"] = extract_hashtags(texts)
 
@@ -204,7 +205,7 @@ class _SocialObserver(EventType):
                  "event_id": event_id, "ts": ts} for t in tags]))
         sender = ctx.session.user_id
         wanted: List[Tuple[str, str]] = list(ctx.scratch.get("notify") or ())
-        wanted += [(u, "mention") for u in ctx.content.get("mentions") or ()]
+        wanted += [(u, "mention") for u in ctx.scratch.get("social_mentions") or ()]
         rows: List[Dict[str, Any]] = []
         seen: Set[str] = set()
         for user_id, reason in wanted:
