@@ -405,3 +405,36 @@ def test_observer_outside_services_needs_the_room_and_skips_state_events():
     state_ctx.state_key = ""
     observer.prepare(state_ctx)
     assert observer.derive(state_ctx, "$s", 8, {"origin_server_ts": 1}) == []
+
+
+def test_migration_backfills_search_docs_for_older_events(tmp_path):
+    import json as _json
+
+    import sqlalchemy as sa
+    from alembic import command
+
+    from sharon_server.storage.database import alembic_config, open_database
+    from sharon_server.storage.social import SocialStore, ensure_search_index
+
+    async def go():
+        db = await open_database(f"sqlite+aiosqlite:///{tmp_path / 'old.db'}")
+        async with db.engine.begin() as conn:
+            def down(c):
+                cfg = alembic_config()
+                cfg.attributes["connection"] = c
+                command.downgrade(cfg, "0003")
+
+            await conn.run_sync(down)
+            for pos, content in ((1, {"body": "old breathing note"}), (2, {}), (3, {"title": "Breathing", "body": "x"})):
+                raw = _json.dumps({"type": "m.room.message", "content": content}).encode()
+                await conn.execute(sa.text(
+                    "INSERT INTO events (pos, event_id, room_id, type, state_key, sender, origin_server_ts, json) "
+                    "VALUES (:p, :e, '!r:x', 'm.room.message', NULL, '@a:x', 1, :j)"), {"p": pos, "e": f"$e{pos}", "j": raw})
+        await db.migrate()
+        assert await ensure_search_index(db.engine, db.dialect) is True
+        assert await ensure_search_index(db.engine, db.dialect) is False
+        hits = await SocialStore(db).search(["breathing"], ["!r:x"], None, 10)
+        await db.close()
+        return [h[0] for h in hits]
+
+    assert asyncio.run(go()) == [3, 1]

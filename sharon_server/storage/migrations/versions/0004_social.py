@@ -11,6 +11,8 @@ Create Date: 2026-11-21
 
 from __future__ import annotations
 
+import json
+
 import sqlalchemy as sa
 from alembic import op
 
@@ -66,6 +68,30 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("pos", name="pk_search_docs"),
     )
     op.create_index("ix_search_docs_room_id_pos", "search_docs", ["room_id", "pos"])
+    _backfill_search_docs()
+
+
+def _backfill_search_docs(batch: int = 1000) -> None:
+    """Index the text (``title``, ``body``) of the non-state events stored before this revision."""
+    bind = op.get_bind()
+    select = sa.text("SELECT pos, room_id, event_id, json FROM events WHERE state_key IS NULL AND pos > :after "
+                     "ORDER BY pos LIMIT :n")
+    insert = sa.text("INSERT INTO search_docs (pos, room_id, event_id, body) VALUES (:pos, :room_id, :event_id, :body)")
+    after = 0
+    while True:
+        rows = bind.execute(select, {"after": after, "n": batch}).fetchall()
+        docs = []
+        for pos, room_id, event_id, raw in rows:
+            content = json.loads(bytes(raw)).get("content")
+            texts = [content.get(k) for k in ("title", "body")] if isinstance(content, dict) else []
+            body = "\n".join(t for t in texts if isinstance(t, str) and t)
+            if body:
+                docs.append({"pos": pos, "room_id": room_id, "event_id": event_id, "body": body})
+        if docs:
+            bind.execute(insert, docs)
+        if len(rows) < batch:
+            return
+        after = rows[-1][0]
 
 
 def downgrade() -> None:
