@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from protocol.errors import BadField, Forbidden, MissingField, NotFound, NotInRoom, TooLarge
+from protocol.errors import BadField, Forbidden, MissingField, NotFound, NotInRoom, TooLarge, UnknownOp
 from tests.helpers import user
 from tests.test_content_support import close, room_in, service, txn
 
@@ -153,6 +153,17 @@ def test_bad_input_limits_kinds_and_replayed_txns(server, run):
         with pytest.raises(NotFound):
             await alice.request("thread", room_id=forum, thread_id=reply["event_id"])
         assert (await alice.request("threads", room_id=forum))["threads"][0]["reply_count"] == 1
+        with pytest.raises(UnknownOp):
+            await alice.request("thread_delete", room_id=forum, thread_id=first["event_id"])
+        with pytest.raises(BadField) as exc:
+            await alice.request("threads", room_id=forum, limit="ten")
+        assert exc.value.field == "limit"
+        with pytest.raises(BadField) as exc:
+            await alice.request("thread_state", room_id=forum, thread_id=first["event_id"], pinned="yes")
+        assert exc.value.field == "pinned"
+        with pytest.raises(BadField) as exc:  # a bad txn_id
+            await alice.request("thread_create", room_id=forum, txn_id="", title="T", body="x")
+        assert exc.value.field == "txn_id"
         await close(alice, admin)
 
     run(scenario())

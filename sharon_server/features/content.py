@@ -167,6 +167,12 @@ class ContentApi:
         return row
 
 
+def _open_to(rooms: Any, room_id: str, user_id: str) -> bool:
+    """True if the room is public (within its service) or the user is joined to it."""
+    state = rooms.rooms[room_id]
+    return state.join_rule() == "public" or state.membership(user_id) == "join"
+
+
 def _page(rows: List[Any], limit: int, key: str = "pos") -> Optional[int]:
     return getattr(rows[-1], key) if len(rows) == limit and rows else None
 
@@ -309,7 +315,7 @@ def _forum_and_wall_handlers(api: ContentApi) -> Dict[type, Any]:
             if service_id in owners and services.is_member(service_id, followee):
                 owners[service_id].append(followee)
         room_ids = sorted({api.core.walls[(s, o)] for s, os in owners.items() for o in os
-                           if (s, o) in api.core.walls})
+                           if (s, o) in api.core.walls and _open_to(rooms, api.core.walls[(s, o)], me)})
         rows = await store.items_in_rooms(room_ids, (P.POST, P.PRESENT), req.before, req.limit)
         return {"posts": await api.render(rows, me), "next": _page(rows, req.limit)}
 
