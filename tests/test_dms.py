@@ -291,3 +291,37 @@ def test_limits_are_published_and_enforced_per_kind_and_service(server, run):
         await _close(alice, bob, outsider, admin)
 
     run(scenario())
+
+
+def test_cli_dm_read_unread_limits_and_send_checks_the_published_limit(server, run, tmp_path):
+    from tests import test_cli as cli  # the CLI harness: one config directory per person
+
+    alice = cli.User(server, tmp_path / "alice", "alice").register()
+    bob = cli.User(server, tmp_path / "bob", "bob").register()
+
+    async def setup():
+        admin, service = await _service(server, settings={"char_limits": {"dm": 20}})
+        for uid in (alice.user_id, bob.user_id):
+            await admin.request("service_add_member", service_id=service, user_id=uid)
+        await admin.close()
+        return service
+
+    service = run(setup())
+    dm = alice.ok("dm", bob.user_id, "--service", service).strip()
+    assert cli.ROOM_ID.match(dm)
+    assert bob.ok("dm", alice.user_id).strip() == dm
+    bob.ok("send", dm, "hello alice")
+    bob.ok("send", dm, "are you there?")
+    [line] = alice.ok("unread").splitlines()
+    assert line.startswith(dm) and bob.pseudonym in line and line.endswith("unread=2")
+    assert int(alice.ok("read", dm).strip()) > 0
+    assert alice.ok("unread") == ""
+    assert f"{dm}" in alice.ok("unread", "--all")
+    limits = alice.ok("limits", dm).splitlines()
+    assert limits[0] == "max_body_chars=20" and "dm=20" in limits
+    assert alice.ok("limits").splitlines()[0] == "max_body_chars=4000"
+    refused = alice.run("send", dm, "x" * 21)
+    assert refused.returncode == 1 and "too_large" in refused.stderr and "limit is 20" in refused.stderr
+    alice.ok("send", dm, "x" * 20)
+    failed = alice.run("dm", "@nobodyzzzzzz:localhost")
+    assert failed.returncode == 1 and "not_found" in failed.stderr

@@ -68,6 +68,7 @@ class ChatApp(App):
         self.older_from: Optional[int] = None  # history ``next`` of the open room; None: no more
         self.status = ""
         self.counter_text = counter.count("").label()
+        self.limits: Dict[str, int] = {}  # published body limit per room (``limits`` op)
         self._loading_older = False
         self._change = asyncio.Event()
 
@@ -195,7 +196,14 @@ class ChatApp(App):
             self._changed()
             return
         await log.reset()
+        if room_id not in self.limits:
+            self.limits[room_id] = await counter.room_limit(self.client, room_id)
+            self._show_counter(self.query_one("#input", Input).value)
         await self._load_page(room_id, before=None)
+
+    def _limit(self) -> int:
+        """The open room's published body limit (the default until it is known)."""
+        return self.limits.get(self.current or "", counter.MAX_BODY_CHARS)
 
     async def _load_page(self, room_id: str, before: Optional[int]) -> None:
         try:
@@ -283,7 +291,7 @@ class ChatApp(App):
         self._show_counter(message.value)
 
     def _show_counter(self, text: str) -> None:
-        state = counter.count(text)
+        state = counter.count(text, self._limit())
         label = self.query_one("#counter", Static)
         label.update(state.label())
         label.set_class(state.state is counter.CounterState.WARN, "-warn")
@@ -299,7 +307,7 @@ class ChatApp(App):
             message.input.value = ""
             await self._command(text)
             return
-        state = counter.count(text)
+        state = counter.count(text, self._limit())
         if state.state is counter.CounterState.EMPTY:
             return
         if state.state is counter.CounterState.OVER:

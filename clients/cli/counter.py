@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import enum
+from typing import Any
 
 import attr
 
-__all__ = ["MAX_BODY_CHARS", "WARN_FRACTION", "CounterState", "Counter", "count"]
+from protocol.errors import SharonError
+
+__all__ = ["MAX_BODY_CHARS", "WARN_FRACTION", "CounterState", "Counter", "count", "room_limit"]
 
 MAX_BODY_CHARS = 4000
-"""The server's default ``max_body_chars`` (docs/protocol.md §3.3). The one place clients keep
-it until the server publishes its limits; then this becomes the fallback."""
+"""The server's default ``max_body_chars`` (docs/protocol.md §3.3): the fallback when the
+server's published limit (the ``limits`` op, docs/protocol-dms.md §4) cannot be read."""
 
 WARN_FRACTION = 0.9
 """Show the counter as a warning from this fraction of the limit on."""
@@ -56,3 +59,16 @@ class Counter:
 def count(text: str, limit: int = MAX_BODY_CHARS) -> Counter:
     """Count ``text`` the way the server does: code points, as Python's ``len``."""
     return Counter(len(text), limit)
+
+
+async def room_limit(client: Any, room_id: str) -> int:
+    """The body limit the server publishes for ``room_id`` (``limits`` op), in characters.
+
+    Falls back to MAX_BODY_CHARS when the server cannot say (an older server, or a room the
+    caller cannot see): the server still enforces its own limit on send.
+    """
+    try:
+        limit = (await client.request("limits", room_id=room_id)).get("max_body_chars")
+    except SharonError:
+        return MAX_BODY_CHARS
+    return limit if type(limit) is int and limit > 0 else MAX_BODY_CHARS
