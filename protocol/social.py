@@ -21,7 +21,7 @@ __all__ = [
     "Notifications", "NotificationsRead", "Search", "TagPosts", "TrendingTags", "TagCandidates", "TagApprove",
 ]
 
-NOTIFICATION_REASONS = ("mention", "reply", "comment", "wall", "present")
+NOTIFICATION_REASONS = ("mention", "reply", "comment", "wall_post", "present", "reaction")
 """Reasons features use in ``scratch["notify"]``; other strings are passed through."""
 
 MAX_PAGE = 100

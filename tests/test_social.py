@@ -438,3 +438,29 @@ def test_migration_backfills_search_docs_for_older_events(tmp_path):
         return [h[0] for h in hits]
 
     assert asyncio.run(go()) == [3, 1]
+
+
+def test_forum_replies_notify_the_author_are_searchable_and_tagged(server, run):
+    """Content events flow through the social observer: notify reasons, title text, tags."""
+
+    async def scenario():
+        alice, bob = await user(server, "alice"), await user(server, "bob")
+        admin, service = await _service(server, alice, bob)
+        forum = (await alice.request("create_room", kind="forum", name="Forum", public=True,
+                                     service_id=service))["room_id"]
+        await bob.join(forum)
+        await alice.sync()
+        thread = await alice.request("thread_create", room_id=forum, txn_id="t1", title="Insomnia tips",
+                                     body="What helps? #sleep")
+        reply = await bob.request("thread_reply", room_id=forum, txn_id="r1", thread_id=thread["event_id"],
+                                  body=f"A routine, @{alice.pseudonym}")
+        note = await _notification(alice)
+        assert (note["reason"], note["event_id"], note["actor"]) == ("reply", reply["event_id"], bob.user_id)
+        assert (await alice.request("notifications"))["unread"] == 1  # reply and mention: one notification
+        hits = (await bob.request("search", query="insomnia"))["results"]
+        assert [h["event"]["event_id"] for h in hits] == [thread["event_id"]]
+        posts = await bob.request("tag_posts", service_id=service, tag="sleep")
+        assert [e["event_id"] for e in posts["events"]] == [thread["event_id"]]
+        await _close(alice, bob, admin)
+
+    run(scenario())
