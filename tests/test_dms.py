@@ -104,6 +104,24 @@ def test_dm_rules_reuse_and_two_people_only(server, run):
     run(scenario())
 
 
+def test_simultaneous_requests_open_one_dm(server, run):
+    async def scenario():
+        alice, bob, carol = await user(server, "alice"), await user(server, "bob"), await user(server, "carol")
+        admin, service = await _service(server, members=(alice, bob, carol))
+        results = await asyncio.gather(
+            alice.request("create_dm", user_id=bob.user_id), bob.request("create_dm", user_id=alice.user_id),
+            alice.request("create_dm", user_id=bob.user_id, service_id=service),
+            carol.request("create_dm", user_id=alice.user_id))
+        assert len({r["room_id"] for r in results[:3]}) == 1
+        assert sorted(r["created"] for r in results[:3]) == [False, False, True]
+        assert results[3]["room_id"] != results[0]["room_id"]
+        dms = [r for r in await alice.rooms() if r["kind"] == "dm"]
+        assert sorted(r["dm_user_id"] for r in dms) == sorted([bob.user_id, carol.user_id])
+        await _close(alice, bob, carol, admin)
+
+    run(scenario())
+
+
 def test_dm_bad_input(server, run):
     async def scenario():
         alice, bob = await user(server, "alice"), await user(server, "bob")

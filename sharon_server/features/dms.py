@@ -61,7 +61,8 @@ class DmDirectory:
     def __init__(self, rooms: Any) -> None:
         self._rooms = rooms
         self.by_pair: Dict[Pair, str] = {}
-        self._creating: Dict[Pair, "asyncio.Future[str]"] = {}
+        self.creating: Dict[Pair, "asyncio.Future[str]"] = {}
+        """Pairs whose DM is being opened right now (a second request waits for the first)."""
 
     def parties(self, room_id: str) -> Optional[Tuple[str, str]]:
         """The two users of a DM room (None if ``room_id`` is not a DM)."""
@@ -126,8 +127,17 @@ def install(ctx: Any) -> None:
 
     # -- guards ---------------------------------------------------------------------------
     def join_guard(user_id: str, room_id: str, state: Any) -> None:
+        if rooms.kinds.get(room_id) != DM_KIND:
+            return
         users = dms.parties(room_id)
-        if rooms.kinds.get(room_id) == DM_KIND and (users is None or user_id not in users):
+        if users is None:  # a dm room from before create_dm: at most two people, whoever they are
+            present = {u for u in state.joined_members()} | {
+                k[1] for k, e in state.items()
+                if k[0] == "m.room.member" and e["content"].get("membership") == "invite"}
+            allowed = user_id in present or len(present) < 2
+        else:
+            allowed = user_id in users
+        if not allowed:
             raise Forbidden("a DM has exactly two people; nobody else can join or be invited")
 
     def create_guard(session: Session, kind: str, options: Dict[str, Any]) -> None:
@@ -170,11 +180,14 @@ def install(ctx: Any) -> None:
         state = rooms.rooms.get(room_id)
         if state is None:
             return False
+        if any(state.membership(u) == "ban" for u in users):
+            # a ban in a DM means "do not contact me": never route around it with a new room
+            raise Forbidden("you cannot open a DM with this person")
         missing = [u for u in users if state.membership(u) != "join"]
         if not missing:
             return True
         creator = state.creator
-        if state.membership(creator) != "join" or any(state.membership(u) == "ban" for u in missing):
+        if state.membership(creator) != "join":
             return False
         for user_id in missing:
             if state.membership(user_id) != "invite":
@@ -213,11 +226,11 @@ def install(ctx: Any) -> None:
             await services.refresh_admins()  # admins are granted from the shell at any time
         service_id = str(req.service_id) if req.service_id is not None else None
         pair = frozenset((session.user_id, other))
-        pending = dms._creating.get(pair)
+        pending = dms.creating.get(pair)
         if pending is not None:  # the same pair is being opened right now: share the result
             await asyncio.shield(pending)
         future: "asyncio.Future[str]" = asyncio.get_running_loop().create_future()
-        dms._creating[pair] = future
+        dms.creating[pair] = future
         try:
             room_id, created = await open_dm(session, other, service_id)
             future.set_result(room_id)
@@ -225,8 +238,8 @@ def install(ctx: Any) -> None:
             future.set_result("")
             raise
         finally:
-            if dms._creating.get(pair) is future:
-                del dms._creating[pair]
+            if dms.creating.get(pair) is future:
+                del dms.creating[pair]
         return {"room_id": room_id, "created": created, "user_id": other,
                 "pseudonym": accounts.pseudonym_of(other) or ""}
 

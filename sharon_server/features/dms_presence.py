@@ -19,6 +19,7 @@ from twisted.logger import Logger
 
 from protocol import dms as P
 from protocol.errors import RateLimited
+from protocol.events import CLIENT_ROOM_KINDS
 from sharon_server.event_types import EventType
 from sharon_server.storage.schema import events as events_table
 from sharon_server.storage.schema_dms import read_markers
@@ -147,7 +148,7 @@ class ReadState(EventType):
             rows = await conn.execute(sa.select(read_markers.c.user_id, read_markers.c.room_id, read_markers.c.pos))
             self.markers = {(r.user_id, r.room_id): r.pos for r in rows}
             self._recent = {}
-            for room_id in list(self._rooms.rooms):
+            for room_id in [r for r, k in self._rooms.kinds.items() if k in CLIENT_ROOM_KINDS]:
                 rows = await conn.execute(
                     sa.select(e.c.pos, e.c.sender, e.c.type)
                     .where(e.c.room_id == room_id, e.c.state_key.is_(None))
