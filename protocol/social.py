@@ -1,7 +1,7 @@
 """Mentions, hashtags, notifications and search: request types (pure).
 
 Ops: ``notifications``, ``notifications_read``, ``search``, ``tag_posts``, ``trending``,
-``tag_candidates``, ``tag_approve``; push: ``{"op": "notification", "notification": {...}}``.
+``tag_candidates``, ``tag_approve``, ``tag_revoke``; push: ``{"op": "notification", "notification": {...}}``.
 See docs/protocol-social.md.
 """
 
@@ -19,6 +19,7 @@ from protocol.text import MAX_TAG_CHARS, normalise_tag
 __all__ = [
     "NOTIFICATION_REASONS", "notification_frame",
     "Notifications", "NotificationsRead", "Search", "TagPosts", "TrendingTags", "TagCandidates", "TagApprove",
+    "TagRevoke",
 ]
 
 NOTIFICATION_REASONS = ("mention", "reply", "comment", "wall_post", "present", "reaction")
@@ -102,6 +103,15 @@ class TagApprove:
     tag: str
 
 
+@_frozen
+class TagRevoke:
+    """``tag_revoke``: staff withdraw a tag's approval (it stops trending at once)."""
+
+    id: RequestId
+    service_id: RoomID
+    tag: str
+
+
 def read_tag(frame: Dict[str, Any], name: str = "tag") -> str:
     """A tag with or without its ``#``, normalised like extracted tags."""
     raw = read_str(frame, name, min_len=1, max_len=MAX_TAG_CHARS + 1) or ""
@@ -141,3 +151,4 @@ register_request("tag_posts", lambda f, rid: TagPosts(
 register_request("trending", lambda f, rid: TrendingTags(rid, read_room_id(f, "service_id")))
 register_request("tag_candidates", lambda f, rid: TagCandidates(rid, read_room_id(f, "service_id")))
 register_request("tag_approve", lambda f, rid: TagApprove(rid, read_room_id(f, "service_id"), read_tag(f)))
+register_request("tag_revoke", lambda f, rid: TagRevoke(rid, read_room_id(f, "service_id"), read_tag(f)))

@@ -214,6 +214,12 @@ def test_tags_browse_and_trending_needs_approval_and_the_setting(server, run):
         assert candidates["candidates"] == [{"tag": "selfcare", "count": 1}] and candidates["approved"] == ["sleep"]
         await alice.send(room, "#sleep again")
         assert (await bob.request("trending", service_id=service))["tags"] == [{"tag": "sleep", "count": 3}]
+        with pytest.raises(Forbidden):
+            await bob.request("tag_revoke", service_id=service, tag="sleep")
+        assert (await mod.request("tag_revoke", service_id=service, tag="sleep"))["revoked"] is True
+        assert (await bob.request("trending", service_id=service))["tags"] == []
+        assert (await mod.request("tag_revoke", service_id=service, tag="sleep"))["revoked"] is False
+        await mod.request("tag_approve", service_id=service, tag="sleep")
         # the service can switch trending off
         await admin.request("service_settings", service_id=service, settings={"trending": False})
         off = await bob.request("trending", service_id=service)
@@ -338,6 +344,8 @@ def test_cli_commands(server, tmp_path):
     assert admin.ok("tag-candidates", service).split() == ["#respite", "1"]
     assert admin.ok("approve-tag", service, "Respite").strip() == "#respite"
     assert bob.ok("trending", service).split() == ["#respite", "1"]
+    assert admin.ok("revoke-tag", service, "#respite").strip() == "#respite"
+    assert bob.ok("trending", service) == ""
 
 
 class _Conn:

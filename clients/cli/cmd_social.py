@@ -91,6 +91,13 @@ async def cmd_approve_tag(args: argparse.Namespace) -> int:
     return 0
 
 
+async def cmd_revoke_tag(args: argparse.Namespace) -> int:
+    """``sharon revoke-tag SERVICE TAG``: stop a tag trending (staff only)."""
+    result = await _call(args, "tag_revoke", service_id=args.service, tag=args.tag)
+    out(("#" + result["tag"]) if result["revoked"] else f"#{result['tag']} was not approved")
+    return 0
+
+
 def _limit(text: str) -> int:
     value = int(text)
     if not 1 <= value <= 100:
@@ -124,6 +131,9 @@ def register(cmd: Callable[[str, str], argparse.ArgumentParser]) -> Dict[str, An
     c = cmd("approve-tag", "let a tag trend in a service (staff)")
     c.add_argument("service")
     c.add_argument("tag")
-    return {"notifications": cmd_notifications, "mark-read-notifications": cmd_mark_read, "search": cmd_search,
+    c = cmd("revoke-tag", "stop a tag trending in a service (staff)")
+    c.add_argument("service")
+    c.add_argument("tag")
+    return {"revoke-tag": cmd_revoke_tag, "notifications": cmd_notifications, "mark-read-notifications": cmd_mark_read, "search": cmd_search,
             "tags": cmd_tags, "trending": cmd_trending, "tag-candidates": cmd_tag_candidates,
             "approve-tag": cmd_approve_tag}

@@ -93,8 +93,16 @@ def handlers(social: Any) -> Dict[type, Any]:
         social.approved.setdefault(service_id, set()).add(req.tag)
         return {"tag": req.tag}
 
+    async def tag_revoke(conn: Any, req: P.TagRevoke) -> Dict[str, Any]:
+        session = conn.require_session()
+        service_id = str(req.service_id)
+        social.require_staff(service_id, session.user_id)
+        revoked = await social.store.revoke(service_id, req.tag)
+        social.approved.get(service_id, set()).discard(req.tag)
+        return {"tag": req.tag, "revoked": revoked}
+
     return {
         P.Notifications: notifications, P.NotificationsRead: notifications_read, P.Search: search,
         P.TagPosts: tag_posts, P.TrendingTags: trending, P.TagCandidates: tag_candidates,
-        P.TagApprove: tag_approve,
+        P.TagApprove: tag_approve, P.TagRevoke: tag_revoke,
     }

@@ -100,6 +100,13 @@ class SocialStore:
             await conn.execute(self._insert_approval, [
                 {"service_id": service_id, "tag": tag, "approved_by": by, "approved_ts": ts}])
 
+    async def revoke(self, service_id: str, tag: str) -> bool:
+        """Withdraw an approval; False if the tag was not approved."""
+        a = social_tag_approvals.c
+        async with self._w.begin() as conn:
+            result = await conn.execute(sa.delete(social_tag_approvals).where(a.service_id == service_id, a.tag == tag))
+        return bool(result.rowcount)
+
     async def tag_posts(self, service_id: str, tag: str, rooms: Sequence[str], before: Optional[int],
                         limit: int) -> List[Tuple[int, str, bytes]]:
         """``(pos, event_id, json)`` of events tagged ``tag`` in ``rooms``, newest first."""
