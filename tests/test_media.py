@@ -401,3 +401,22 @@ def test_signed_links_expire_and_bind_user_room_and_file():
     with pytest.raises(Forbidden) as exc:
         links.check(_FakeRequest(query), room, digest)
     assert "expired" in exc.value.reason
+
+
+def test_site_body_limits_are_per_path(monkeypatch):
+    from types import SimpleNamespace
+
+    from sharon_server import http as site_http
+
+    monkeypatch.setitem(site_http.SITE_BODY_LIMITS, b"/api/v1/media/upload", 5000)
+    request_type = type("R", (site_http.LimitedRequest,), {"max_body": 100})
+
+    def limit(target: bytes) -> int:
+        channel = SimpleNamespace(_path=target, site=SimpleNamespace(_parsePOSTFormSubmission=False),
+                                  getPeer=lambda: None, getHost=lambda: None, transport=None)
+        return request_type(channel).body_limit()
+
+    assert limit(b"/api/v1/media/upload?room_id=%21abc&name=x") == 5000
+    assert limit(b"/api/v1/media/upload") == 5000
+    assert limit(b"/api/v1/login") == 100
+    assert limit(b"/api/v1/media/upload/") == 100  # exact paths only

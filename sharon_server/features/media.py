@@ -149,14 +149,17 @@ class MediaStore:
     async def record(self, digest: str, room_id: str, uploader: str, mime: str, category: str,
                      size: int, name: Optional[str]) -> None:
         """Attach the file to the room for this uploader (a repeat upload changes nothing)."""
-        async with self._db.engine.begin() as conn:
-            exists = (await conn.execute(sa.select(media_table.c.hash).where(
-                media_table.c.hash == digest, media_table.c.room_id == room_id,
-                media_table.c.uploader == uploader))).first()
-            if exists is None:
-                await conn.execute(media_table.insert().values(
-                    hash=digest, room_id=room_id, uploader=uploader, mime=mime, category=category,
-                    size=size, name=name, created_ts=self._now_ms()))
+        try:
+            async with self._db.engine.begin() as conn:
+                exists = (await conn.execute(sa.select(media_table.c.hash).where(
+                    media_table.c.hash == digest, media_table.c.room_id == room_id,
+                    media_table.c.uploader == uploader))).first()
+                if exists is None:
+                    await conn.execute(media_table.insert().values(
+                        hash=digest, room_id=room_id, uploader=uploader, mime=mime, category=category,
+                        size=size, name=name, created_ts=self._now_ms()))
+        except sa.exc.IntegrityError:
+            pass  # the same upload raced us here: the row it wrote serves this one too
 
     async def lookup(self, digest: str, room_id: str, uploader: Optional[str] = None) -> Optional[Dict[str, Any]]:
         """The record of the file in the room (by that uploader, if given), or None."""
