@@ -151,3 +151,30 @@ def test_racing_duplicate_reactions_never_break_the_commit(server, run):
         await close(alice, bob, admin)
 
     run(scenario())
+
+
+def test_presents_comments_and_reactions_reach_the_recipients_notifications(server, run):
+    async def scenario():
+        from protocol.errors import UnknownOp
+
+        alice, bob = await user(server, "alice"), await user(server, "bob")
+        admin, svc = await service(server, members=(alice, bob))
+        try:
+            await bob.request("notifications")
+        except UnknownOp:
+            pytest.skip("the notifications feature is not installed")
+        tea = (await admin.request("present_add", name="Tea"))["present_id"]
+        gift = await alice.request("present_send", present_id=tea, txn_id=txn(), service_id=svc, to_user=bob.user_id)
+        wall = gift["room_id"]
+        post = await bob.request("wall_post", room_id=wall, txn_id=txn(), body="Thank you")
+        comment = await alice.request("comment", room_id=wall, txn_id=txn(), post_id=post["event_id"], body="x")
+        react = await alice.request("react", room_id=wall, txn_id=txn(), target=post["event_id"], key="heart")
+        notes = (await bob.request("notifications"))["notifications"]
+        got = {(n["reason"], n["event_id"]) for n in notes}
+        assert {("present", gift["event_id"]), ("comment", comment["event_id"]),
+                ("reaction", react["event_id"])} <= got
+        assert all(n["actor"] == alice.user_id for n in notes)
+        assert not any(n["event_id"] == post["event_id"] for n in notes)  # not for his own post
+        await close(alice, bob, admin)
+
+    run(scenario())
