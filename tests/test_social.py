@@ -472,3 +472,27 @@ def test_forum_replies_notify_the_author_are_searchable_and_tagged(server, run):
         await _close(alice, bob, admin)
 
     run(scenario())
+
+
+def test_request_parsing_normalises_tags_and_refuses_bad_fields():
+    from protocol import social as P
+    from protocol.errors import MissingField
+    from protocol.frames import parse_request
+
+    room = "!" + "A" * 43
+    req = parse_request({"op": "tag_posts", "id": 1, "service_id": room, "tag": "#SelfCare"})
+    assert isinstance(req, P.TagPosts) and req.tag == "selfcare" and req.limit == 20 and req.before is None
+    for tag in ("", "#", "#123", "a b", "#a-b", "x" * 70, 5):
+        with pytest.raises(BadField):
+            parse_request({"op": "tag_approve", "id": 1, "service_id": room, "tag": tag})
+    for query in ("", "   ", "x" * 501, 7):
+        with pytest.raises(BadField):
+            parse_request({"op": "search", "id": 1, "query": query})
+    with pytest.raises(MissingField):
+        parse_request({"op": "search", "id": 1})
+    with pytest.raises(BadField):
+        parse_request({"op": "notifications", "id": 1, "limit": 101})
+    with pytest.raises(BadField):
+        parse_request({"op": "notifications_read", "id": 1, "upto": "all"})
+    search = parse_request({"op": "search", "id": 1, "query": "x", "room_id": None, "service_id": room})
+    assert search.room_id is None and str(search.service_id) == room
