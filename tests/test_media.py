@@ -14,6 +14,7 @@ from typing import Any, Dict, Optional, Tuple
 
 import pytest
 
+from clients.client import SharonClient
 from protocol.errors import BadField, Forbidden, NotFound, NotInRoom
 from tests.helpers import http, room_with, user
 
@@ -420,3 +421,63 @@ def test_site_body_limits_are_per_path(monkeypatch):
     assert limit(b"/api/v1/media/upload") == 5000
     assert limit(b"/api/v1/login") == 100
     assert limit(b"/api/v1/media/upload/") == 100  # exact paths only
+
+
+async def _media_everything(server: Any) -> Dict[str, Any]:
+    alice = await user(server, "alice")
+    bob = await user(server, "bob")
+    room = await room_with(alice, bob)
+    digest = upload(server, alice.token, room, MP3, name="walk.mp3")[1]["hash"]
+    assert upload(server, bob.token, room, MP3)[0] == 200  # a second uploader of the same file
+    posted = await alice.request("media_post", room_id=room, hash=digest, body="listen", txn_id="p1")
+    state = {"room": room, "hash": digest, "token": bob.token, "alice_token": alice.token,
+             "event": posted["event_id"]}
+    for c in (alice, bob):
+        await c.close()
+    return state
+
+
+async def _media_after_restart(server: Any, s: Dict[str, Any]) -> None:
+    status, _, data = fetch(server, s["token"], s["room"], s["hash"], "bytes=-5")
+    assert status == 206 and data == MP3[-5:]
+    bob = await SharonClient.connect(server.ws_url)
+    await bob.auth(s["token"])
+    listed = (await bob.request("media", room_id=s["room"]))["media"]
+    assert len(listed) == 2 and {m["hash"] for m in listed} == {s["hash"]}
+    # bob uploaded the same file himself, so he may post it too
+    again = await bob.request("media_post", room_id=s["room"], hash=s["hash"])
+    assert again["event_id"] != s["event"]
+    await bob.close()
+
+
+def test_media_survives_a_restart_and_stray_temp_files_are_cleared(server, run):
+    state = run(_media_everything(server))
+    stray = Path(server.data_dir) / "media" / "tmp" / "up-crashed"
+    stray.write_bytes(b"half an upload")
+    server.restart()
+    assert not stray.exists()
+    run(_media_after_restart(server, state))
+
+
+@pytest.mark.postgres
+def test_media_on_postgresql(server_factory, run):
+    import asyncio
+    import uuid
+
+    from sqlalchemy.engine import make_url
+
+    from tests.storage_backends import POSTGRES_URL, _require_postgres
+    from tests.test_content_restart_pg import _admin_sql
+
+    _require_postgres()
+    name = "sharon_m_" + uuid.uuid4().hex[:12]
+    asyncio.run(_admin_sql(f'CREATE DATABASE "{name}"'))
+    url = make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
+    proc = server_factory(args=["--database-url", url], name="pg-data")
+    try:
+        state = run(_media_everything(proc), 60)
+        proc.restart()
+        run(_media_after_restart(proc, state))
+    finally:
+        proc.stop()
+        asyncio.run(_admin_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
