@@ -93,9 +93,13 @@ def test_dm_rules_reuse_and_two_people_only(server, run):
         # an existing DM is still reused after the setting changed
         assert (await alice.request("create_dm", user_id=bob.user_id))["room_id"] == dm
 
-        # leaving is allowed; opening again brings the DM back with its history
+        # leaving is allowed; bringing someone back in follows the rules of the day...
         await bob.leave(dm)
         assert dm not in {r["room_id"] for r in await bob.rooms()}
+        with pytest.raises(Forbidden):
+            await alice.request("create_dm", user_id=bob.user_id)
+        # ...and then opening again brings the same DM back, with its history
+        await admin.request("service_settings", service_id=service, settings={"member_dms": True})
         assert (await alice.request("create_dm", user_id=bob.user_id))["room_id"] == dm
         history = await bob.history(dm)
         assert any(e.get("content", {}).get("body") == "hello from bob" for e in history["events"])

@@ -199,9 +199,12 @@ def install(ctx: Any) -> None:
         me = session.user_id
         pair = frozenset((me, other))
         existing = dms.by_pair.get(pair)
+        state = rooms.rooms.get(existing) if existing is not None else None
+        if state is not None and all(state.membership(u) == "join" for u in pair):
+            return existing, False  # an ongoing conversation stays open whatever changed since
+        service = choose_service(me, other, service_id)  # bringing someone (back) in: the rules apply
         if existing is not None and await ensure_joined(existing, (me, other)):
             return existing, False
-        service = choose_service(me, other, service_id)
         users = sorted(pair)
         create_content: Dict[str, Any] = {P.DM_USERS: users}
         if service is not None:
