@@ -347,3 +347,35 @@ def test_cli_dm_read_unread_limits_and_send_checks_the_published_limit(server, r
     alice.ok("send", dm, "x" * 20)
     failed = alice.run("dm", "@nobodyzzzzzz:localhost")
     assert failed.returncode == 1 and "not_found" in failed.stderr
+
+
+def test_request_parsing_names_the_bad_field():
+    """Pure: the dms request types validate every field (no server needed)."""
+    from protocol import dms as P
+    from protocol.frames import parse_request
+
+    room, uid = "!" + "A" * 43, "@uabc:localhost"
+    made = parse_request({"op": "create_dm", "id": 1, "user_id": uid})
+    assert isinstance(made, P.CreateDm) and str(made.user_id) == uid and made.service_id is None
+    assert parse_request({"op": "typing", "id": 1, "room_id": room, "typing": False}).typing is False
+    assert parse_request({"op": "mark_read", "id": 1, "room_id": room}).pos is None
+    assert parse_request({"op": "unread", "id": 1}).room_ids is None
+    assert parse_request({"op": "limits", "id": 1, "room_id": None}).room_id is None
+    bad = [
+        ({"op": "create_dm", "id": 1, "user_id": "nobody"}, BadField, "user_id"),
+        ({"op": "create_dm", "id": 1, "user_id": uid, "service_id": 3}, BadField, "service_id"),
+        ({"op": "typing", "id": 1, "room_id": room, "typing": 1}, BadField, "typing"),
+        ({"op": "typing", "id": 1, "room_id": room}, MissingField, "typing"),
+        ({"op": "mark_read", "id": 1, "room_id": room, "pos": "5"}, BadField, "pos"),
+        ({"op": "mark_read", "id": 1, "room_id": room, "pos": True}, BadField, "pos"),
+        ({"op": "mark_read", "id": 1}, MissingField, "room_id"),
+        ({"op": "unread", "id": 1, "room_ids": [room, "!x"]}, BadField, "room_ids"),
+        ({"op": "unread", "id": 1, "room_ids": [room] * (P.MAX_ROOM_IDS + 1)}, BadField, "room_ids"),
+        ({"op": "limits", "id": 1, "room_id": "x"}, BadField, "room_id"),
+    ]
+    for frame, error, field in bad:
+        with pytest.raises(error) as exc:
+            parse_request(frame)
+        assert exc.value.field == field, frame
+    assert P.typing_frame("!r", {"@b:x": "bee", "@a:x": "ay"}) == {
+        "op": "typing", "room_id": "!r", "user_ids": ["@a:x", "@b:x"], "pseudonyms": {"@a:x": "ay", "@b:x": "bee"}}
