@@ -18,6 +18,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         from sharon_server.admin_cli import main as admin_main
 
         return admin_main(args[1:])
+    if args[:1] in (["vault"], ["audit"]):
+        import importlib
+
+        return importlib.import_module(f"sharon_server.cli_{args[0]}").main(args[1:])
 
     try:
         config = load_config(args)

@@ -114,4 +114,6 @@ txns = sa.Table(
 
 # Feature tables live in their own modules on the same metadata; importing them here makes
 # ``metadata`` complete for migrations and for the schema-matches-migrations test.
-from sharon_server.storage import schema_content, schema_dms, schema_media, schema_social, schema_spaces  # noqa: E402,F401
+from sharon_server.storage import (  # noqa: E402,F401
+    schema_audit, schema_content, schema_dms, schema_media, schema_social, schema_spaces, schema_vault,
+)
