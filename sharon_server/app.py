@@ -79,7 +79,8 @@ class ServerApp:
             max_body=cfg.max_http_body_bytes, api_v1=api_v1)
         host = cfg.listen_host
         iface = host.replace(":", "\\:")
-        endpoint = endpoints.serverFromString(self._reactor, f"tcp:{cfg.listen_port}:interface={iface}")
+        endpoint = endpoints.serverFromString(
+            self._reactor, f"tcp:{cfg.listen_port}:interface={iface}:backlog=1024")
         self.port = await endpoint.listen(site).asFuture(_loop(self._reactor))
         bound = self.port.getHost().port
         log.info("server.listening", host=host, port=bound, url=f"ws://{host}:{bound}/ws",

@@ -134,7 +134,7 @@ class SharonServerProtocol(WebSocketServerProtocol):
         self.user_id = session.user_id if session else None
         self.live = False
         if session is not None:
-            log.info("session.started", user_id=session.user_id, device_id=session.device_id)
+            log.debug("session.started", user_id=session.user_id, device_id=session.device_id)
 
     async def start_sync(self, request_id: Any, since: Optional[int]) -> object:
         """Go live; replay everything after ``since`` first, then reply and flush held events."""
