@@ -185,3 +185,46 @@ def test_edits_by_the_author_keep_history(server, run):
         await close(alice, bob, admin)
 
     run(scenario())
+
+
+def test_thread_order_and_counts_match_a_model(server, run):
+    """Random threads, replies and pins (seeded): the list always matches a simple model."""
+    import random
+
+    async def scenario():
+        rng = random.Random(4)
+        alice, bob, mod = await user(server, "alice"), await user(server, "bob"), await user(server, "mod")
+        admin, svc = await service(server, members=(alice, bob), staff=(mod,))
+        forum = await room_in(alice, svc, "forum", bob, mod)
+        model = {}  # thread_id -> [last_pos, replies, pinned]
+        for step in range(30):
+            action = rng.random()
+            if not model or action < 0.25:
+                sent = await rng.choice((alice, bob)).request("thread_create", room_id=forum, txn_id=txn(),
+                                                              title=f"t{step}", body="b")
+                model[sent["event_id"]] = [sent["pos"], 0, False]
+            elif action < 0.85:
+                thread_id = rng.choice(sorted(model))
+                sent = await rng.choice((alice, bob)).request("thread_reply", room_id=forum, txn_id=txn(),
+                                                              thread_id=thread_id, body="r")
+                model[thread_id][0] = sent["pos"]
+                model[thread_id][1] += 1
+            else:
+                thread_id = rng.choice(sorted(model))
+                pinned = not model[thread_id][2]
+                await mod.request("thread_state", room_id=forum, thread_id=thread_id, pinned=pinned)
+                model[thread_id][2] = pinned
+            expected = sorted(model, key=lambda t: (not model[t][2], -model[t][0]))
+            listed, before = [], None
+            while True:
+                page = await bob.request("threads", room_id=forum, limit=3, **({"before": before} if before else {}))
+                listed += page["threads"]
+                before = page["next"]
+                if before is None:
+                    break
+            assert [t["event_id"] for t in listed] == expected
+            assert [t["reply_count"] for t in listed] == [model[t][1] for t in expected]
+            assert [t["last_pos"] for t in listed] == [model[t][0] for t in expected]
+        await close(alice, bob, mod, admin)
+
+    run(scenario(), 120)
