@@ -427,3 +427,41 @@ def test_cli_without_keys_fails_clearly(tmp_path: Path) -> None:
     proc = _cli(tmp_path / "empty", "status")
     assert proc.returncode == 1 and "no vault key file" in proc.stderr
     assert not key_file_path(tmp_path / "empty").exists()
+
+
+def test_a_write_under_the_old_key_during_rotation_is_swept_up(backend: Backend) -> None:
+    old = VaultKeyring.generate()
+    both = old.add()
+
+    async def go() -> None:
+        db, stale_server = await _open(backend, old)  # a server that has not seen the new key
+        for i in range(9):
+            await stale_server.put(uid(i), person(i))
+        writes = iter(range(100, 103))
+        tasks: List[Any] = []
+
+        def meanwhile(done: int, remaining: int) -> None:
+            i = next(writes, None)
+            if i is not None:  # rewrite an already re-encrypted row and add one, both under v1
+                tasks.append(asyncio.ensure_future(stale_server.put(uid(0), person(i))))
+                tasks.append(asyncio.ensure_future(stale_server.put(uid(i), person(i))))
+
+        rotating = IdentityVault(db, both)
+        await rotating.reencrypt(batch_size=4, progress=meanwhile)
+        await asyncio.gather(*tasks)
+        await rotating.reencrypt(batch_size=4)  # what `vault rotate` re-checks before dropping keys
+        status = await rotating.status()
+        assert set(status) == {2}
+        assert await IdentityVault(db, both.only_current()).get(uid(0)) in {person(i) for i in range(100, 103)}
+        assert (await rotating.check()).failed == []
+
+    backend.run(go())
+
+
+def test_cli_fixes_a_readable_key_file_with_a_warning(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    _seed(data, 1, {})
+    os.chmod(key_file_path(data), 0o640)
+    proc = _cli(data, "status")
+    assert proc.returncode == 0 and "had mode 0640; it is now 0600" in proc.stderr
+    assert stat.S_IMODE(key_file_path(data).stat().st_mode) == 0o600
