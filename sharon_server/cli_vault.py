@@ -142,4 +142,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except SharonError as exc:
         _err(f"{exc.code}: {exc.reason}")
         return 1
+    except OSError as exc:
+        _err(f"{exc.strerror or exc}: {exc.filename or ''}")
+        return 1
 

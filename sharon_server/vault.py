@@ -226,7 +226,11 @@ def read_key_file(path: Path, on_warning: Optional[Warn] = None) -> VaultKeyring
         os.chmod(path, 0o600)
         (on_warning or _log_warning)(
             f"the vault key file {path} had mode {mode:04o}; it is now 0600 (readable by its owner only)")
-    return VaultKeyring.parse(path.read_text("ascii"), str(path))
+    try:
+        text = path.read_text("ascii")
+    except UnicodeDecodeError:
+        raise VaultKeyError(f"{path}: not a vault key file (non-ASCII bytes)") from None
+    return VaultKeyring.parse(text, str(path))
 
 
 def write_key_file(path: Path, keyring: VaultKeyring) -> None:

@@ -465,3 +465,10 @@ def test_cli_fixes_a_readable_key_file_with_a_warning(tmp_path: Path) -> None:
     proc = _cli(data, "status")
     assert proc.returncode == 0 and "had mode 0640; it is now 0600" in proc.stderr
     assert stat.S_IMODE(key_file_path(data).stat().st_mode) == 0o600
+
+
+def test_a_binary_key_file_is_a_clear_error(tmp_path: Path) -> None:
+    path = key_file_path(tmp_path)
+    path.write_bytes(os.urandom(64) + b"\xff")
+    with pytest.raises(VaultKeyError, match="not a vault key file|entry"):
+        read_key_file(path)
