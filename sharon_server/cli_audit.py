@@ -155,9 +155,14 @@ async def _run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Run one audit command; returns the exit code (0 ok, 1 broken/failed, 2 usage)."""
+    """Run one audit command; returns the exit code (0 ok, 1 broken or failed, 2 usage)."""
     try:
         args = _parser().parse_args(argv)
     except SystemExit as exc:
         return int(exc.code or 0)
-    return asyncio.run(_run(args))
+    try:
+        return asyncio.run(_run(args))
+    except Exception as exc:  # noqa: BLE001 - a shell command reports, it does not trace back
+        # Never 0: a log that could not be read is not a verified log.
+        print(f"sharon-server audit: error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1

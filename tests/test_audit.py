@@ -311,6 +311,25 @@ def test_verify_pages_and_reports_progress(backend: Backend) -> None:
     backend.run(go())
 
 
+def test_sqlite_query_plans_use_the_indexes(tmp_path: Path) -> None:
+    async def go() -> None:
+        db = await open_database(_db_url(tmp_path))
+        try:
+            c = audit_log.c
+            cases = [([c.actor == "a"], "ix_audit_log_actor_seq"), ([c.member == "m"], "ix_audit_log_member_seq"),
+                     ([c.action == "x"], "ix_audit_log_action_seq"), ([c.ts >= 1, c.ts < 5], "ix_audit_log_ts")]
+            async with db.read_engine.connect() as conn:
+                for conds, index in cases:
+                    stmt = sa.select(audit_log).where(*conds).order_by(c.seq.desc()).limit(100)
+                    sql = str(stmt.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True}))
+                    plan = await conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql, (1,) * sql.count("?"))
+                    assert f"USING INDEX {index}" in " | ".join(r[-1] for r in plan)
+        finally:
+            await db.close()
+
+    run(go())
+
+
 # --- the shell ------------------------------------------------------------------------------
 
 
@@ -392,6 +411,8 @@ def test_shell_expect_head_catches_truncation(tmp_path: Path) -> None:
             await db.close()
 
     head = run(go())["head"]
+    assert _cli("verify", "--database-url", "sqlite+aiosqlite:///" + str(tmp_path / "no" / "x.db"),
+                "--config", str(tmp_path / "missing.toml")).returncode != 0
     assert _cli("verify", "--data-dir", str(data)).returncode == 0
     r = _cli("verify", "--data-dir", str(data), "--expect-head", head)
     assert r.returncode == 1 and "BROKEN at seq 5: truncated" in r.stdout
