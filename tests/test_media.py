@@ -360,6 +360,9 @@ def test_cli_upload_and_download(server, run, tmp_path):
     assert len(posts) == 1
     digest = posts[0]["content"]["media"]["hash"]
     assert digest == hashlib.sha256(source.read_bytes()).hexdigest()
+    listed = sharon("media", "Podcasts")
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout.startswith(digest) and "audio/mp4" in listed.stdout and "episode-1.m4a" in listed.stdout
     target = tmp_path / "out.m4a"
     down = sharon("download", room, digest, "-o", str(target))
     assert down.returncode == 0, down.stderr

@@ -20,13 +20,24 @@ import urllib.request
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, Optional
 
-from clients.cli.main import CliError, authed, err, out, room_id_of
+from clients.cli import render
+from clients.cli.main import CliError, authed, err, out, print_json, room_id_of
 from clients.config import load_session
 from protocol.media import extension_for, is_media_hash
 
 __all__ = ["register", "http_base"]
 
 CHUNK = 1024 * 1024
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
 
 
 def http_base(ws_url: str) -> str:
@@ -202,6 +213,30 @@ async def cmd_download(args: argparse.Namespace) -> int:
     return 0
 
 
+async def cmd_media(args: argparse.Namespace) -> int:
+    """``sharon media ROOM``: the files uploaded to a room, newest first."""
+    client = await authed(args)
+    try:
+        room_id = await room_id_of(client, args.room)
+        fields: Dict[str, Any] = {"room_id": room_id, "limit": min(args.limit, 100)}
+        items = []
+        while len(items) < args.limit:
+            page = await client.request("media", **fields)
+            items.extend(page["media"])
+            if page["next"] is None:
+                break
+            fields["before"] = page["next"]
+    finally:
+        await client.close()
+    for m in items[:args.limit]:
+        if args.json:
+            print_json(m)
+        else:
+            out(f"{m['hash']}  {m['mime']:<16}  {m['size']:>10}  {render.clean(m.get('name') or '-')}  "
+                f"by {render.clean(m.get('uploader_pseudonym') or m['uploader'])}")
+    return 0
+
+
 def register(cmd: Callable[[str, str], argparse.ArgumentParser]) -> Dict[str, Any]:
     """Add the media commands to the parser."""
     c = cmd("upload", "upload an image, audio or video file and post it in a room; prints the event ID")
@@ -213,4 +248,8 @@ def register(cmd: Callable[[str, str], argparse.ArgumentParser]) -> Dict[str, An
     c.add_argument("room", help="room ID, or the name of one of your rooms")
     c.add_argument("hash", help="the file's hash (from the ps.media event)")
     c.add_argument("-o", "--output", help="where to save it ('-' for stdout; default: HASH.ext)")
-    return {"upload": cmd_upload, "download": cmd_download}
+    c = cmd("media", "list the files uploaded to a room, newest first")
+    c.add_argument("room", help="room ID, or the name of one of your rooms")
+    c.add_argument("--limit", type=_positive, default=50, help="how many (default 50)")
+    c.add_argument("--json", action="store_true", help="one JSON object per line")
+    return {"upload": cmd_upload, "download": cmd_download, "media": cmd_media}
