@@ -137,6 +137,36 @@ def test_concurrent_appends_make_a_valid_chain(backend: Backend) -> None:
     backend.run(go())
 
 
+def test_migration_downgrades_and_upgrades_again(backend: Backend) -> None:
+    from alembic import command
+
+    from sharon_server.storage.database import alembic_config
+
+    async def go() -> None:
+        db = await backend.open()
+        log = await open_audit(db, Clock())
+        await _populate(log)
+
+        def down(c: Any) -> None:
+            cfg = alembic_config()
+            cfg.attributes["connection"] = c
+            command.downgrade(cfg, "0007")
+
+        async with db.engine.begin() as conn:
+            await conn.run_sync(down)
+            names = await conn.run_sync(lambda c: sa.inspect(c).get_table_names())
+        assert "audit_log" not in names
+        await db.migrate()
+        fresh = await open_audit(db, Clock())
+        assert fresh.head() == (0, GENESIS_PREV)
+        await fresh.append(MOD, "x")
+        with pytest.raises(DBAPIError, match="append-only"):
+            async with db.engine.begin() as conn:
+                await conn.execute(sa.delete(audit_log))
+
+    backend.run(go())
+
+
 # --- queries and export ---------------------------------------------------------------------
 
 
