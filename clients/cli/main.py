@@ -78,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     c = cmd("invite", "invite a user to a room; prints the invite event ID")
     c.add_argument("room", help="room ID, or the name of one of your rooms")
     c.add_argument("user", help="user ID (@localpart:server)")
-    c = cmd("send", "send a message (at most the room's limit, see `sharon limits`; '-' reads stdin); prints its event ID")
+    c = cmd("send", f"send a message (at most {counter.MAX_BODY_CHARS} characters, or the room's lower limit, see `sharon limits`; '-' reads stdin); prints its event ID")
     c.add_argument("room", help="room ID, or the name of one of your rooms")
     c.add_argument("text")
     c = cmd("history", "show the latest messages of a room, oldest first")
@@ -345,8 +345,11 @@ async def cmd_invite(args: argparse.Namespace) -> int:
 async def cmd_send(args: argparse.Namespace) -> int:
     """``sharon send ROOM TEXT``: checks the length locally, prints the event ID."""
     body = sys.stdin.read().rstrip("\n") if args.text == "-" else args.text
-    if counter.count(body).state is counter.CounterState.EMPTY:
+    size = counter.count(body)
+    if size.state is counter.CounterState.EMPTY:
         raise CliError("bad_field", "the message is empty", "body")
+    if size.state is counter.CounterState.OVER:  # over the default: refused before connecting
+        raise CliError("too_large", f"the message is {size.chars} characters; the limit is {size.limit}", "body")
     client = await _authed(args)
     try:
         room_id = await _room_id(client, args.room)
