@@ -379,3 +379,21 @@ def test_request_parsing_names_the_bad_field():
         assert exc.value.field == field, frame
     assert P.typing_frame("!r", {"@b:x": "bee", "@a:x": "ay"}) == {
         "op": "typing", "room_id": "!r", "user_ids": ["@a:x", "@b:x"], "pseudonyms": {"@a:x": "ay", "@b:x": "bee"}}
+
+
+def test_unread_counts_stop_at_99(server, run):
+    async def scenario():
+        alice, bob = await user(server, "alice"), await user(server, "bob")
+        room = await room_with(alice, bob)
+        sends = [bob.send(room, f"m{i}") for i in range(105)]
+        await asyncio.gather(*sends)
+        assert (await alice.request("unread", room_ids=[room]))["unread"] == {room: 99}
+        marked = await alice.request("mark_read", room_id=room)
+        assert marked["unread"] == 0
+        invited = await room_with(bob, public=False)
+        await bob.invite(invited, alice.user_id)
+        summary = {r["room_id"]: r for r in await alice.rooms()}
+        assert summary[invited]["membership"] == "invite" and summary[invited]["unread"] == 0
+        await _close(alice, bob)
+
+    run(scenario())
