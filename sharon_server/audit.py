@@ -204,6 +204,7 @@ class AuditLog:
         details_text = encode_canonical(d).decode("utf-8")
         if len(details_text.encode("utf-8")) > MAX_DETAILS_BYTES:
             raise ValueError(f"audit details exceed {MAX_DETAILS_BYTES} bytes")
+        d = decode_strict(details_text)  # a deep copy: later changes by the caller cannot leak in
         async with self._lock:
             stale = not self._loaded
             for _attempt in range(_APPEND_RETRIES):
