@@ -83,11 +83,11 @@ def test_only_staff_pin_and_lock_and_locked_threads_refuse_replies(server, run):
             await bob.request("thread_reply", room_id=forum, txn_id=txn(), thread_id=old["event_id"], body="hi")
         assert "locked" in exc.value.reason and exc.value.field == "thread_id"
         await mod.request("thread_state", room_id=forum, thread_id=old["event_id"], locked=False)
-        await bob.request("thread_reply", room_id=forum, txn_id=txn(), thread_id=old["event_id"], body="hi")
+        reply = await bob.request("thread_reply", room_id=forum, txn_id=txn(), thread_id=old["event_id"], body="hi")
         with pytest.raises(BadField):
             await mod.request("thread_state", room_id=forum, thread_id=old["event_id"])
         with pytest.raises(BadField) as exc:  # a reply is not a thread
-            await mod.request("thread_state", room_id=forum, thread_id=new["event_id"][:-1] + "A", pinned=True)
+            await mod.request("thread_state", room_id=forum, thread_id=reply["event_id"], pinned=True)
         assert exc.value.field == "thread_id"
         await close(alice, bob, mod, admin)
 
