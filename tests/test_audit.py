@@ -446,3 +446,25 @@ def test_shell_expect_head_catches_truncation(tmp_path: Path) -> None:
     assert _cli("verify", "--data-dir", str(data)).returncode == 0
     r = _cli("verify", "--data-dir", str(data), "--expect-head", head)
     assert r.returncode == 1 and "BROKEN at seq 5: truncated" in r.stdout
+
+
+def test_shell_verify_reports_progress_on_stderr(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                 capsys: pytest.CaptureFixture) -> None:
+    from sharon_server import cli_audit
+
+    data = tmp_path / "data"
+
+    async def populate() -> None:
+        db = await open_database(_db_url(data))
+        try:
+            await _populate(await open_audit(db, Clock()))
+        finally:
+            await db.close()
+
+    run(populate())
+    monkeypatch.setattr(cli_audit, "PROGRESS_EVERY", 2)
+    assert cli_audit.main(["verify", "--data-dir", str(data)]) == 0
+    captured = capsys.readouterr()
+    assert "entries checked..." in captured.err and "5 entries checked" in captured.out
+    assert cli_audit.main(["verify", "--data-dir", str(data), "--quiet"]) == 0
+    assert "checked..." not in capsys.readouterr().err
