@@ -397,3 +397,30 @@ def test_unread_counts_stop_at_99(server, run):
         await _close(alice, bob)
 
     run(scenario())
+
+
+def test_what_came_before_joining_is_not_unread(server, run):
+    state = {}
+
+    async def before():
+        alice, bob = await user(server, "alice"), await user(server, "bob")
+        room = (await bob.create_room("chat", "Busy", public=True))["room_id"]
+        for i in range(3):
+            await bob.send(room, f"old {i}")
+        await alice.join(room)
+        assert (await alice.request("unread", room_ids=[room]))["unread"] == {room: 0}
+        await bob.send(room, "new")
+        assert (await alice.request("unread", room_ids=[room]))["unread"] == {room: 1}
+        state.update(alice=alice.pseudonym, room=room)
+        await _close(alice, bob)
+
+    run(before())
+    server.restart()
+
+    async def after():
+        alice = await SharonClient.connect(server.ws_url)
+        await alice.login(state["alice"], PASSWORD)
+        assert (await alice.request("unread", room_ids=[state["room"]]))["unread"] == {state["room"]: 1}
+        await alice.close()
+
+    run(after())

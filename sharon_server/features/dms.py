@@ -145,6 +145,7 @@ def install(ctx: Any) -> None:
             raise BadField("DMs are opened with create_dm, not create_room", "kind")
 
     rooms.join_guards.append(join_guard)
+    rooms.join_guards.append(reads.on_entry)
     rooms.create_guards.append(create_guard)
 
     # -- the rules ------------------------------------------------------------------------

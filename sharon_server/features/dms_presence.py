@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from typing import Any, Deque, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Deque, Dict, Iterable, List, Optional, Set, Tuple
 
 import sqlalchemy as sa
 from twisted.logger import Logger
@@ -120,6 +120,7 @@ class ReadState(EventType):
         self._typing = typing
         self.markers: Dict[Tuple[str, str], int] = {}
         self._recent: Dict[str, Deque[Tuple[int, str]]] = {}
+        self._background: Set["asyncio.Future[None]"] = set()
 
     # -- what counts ---------------------------------------------------------------------
     def counts(self, etype: str, is_state: bool) -> bool:
@@ -182,6 +183,26 @@ class ReadState(EventType):
             summary["read_pos"] = self.markers.get((user_id, room_id), 0)
 
     # -- writing -------------------------------------------------------------------------
+    def on_entry(self, user_id: str, room_id: str, state: Any) -> None:
+        """Join guard (never refuses): someone joining or invited has "read" what came before.
+
+        Only when they have no marker yet; stored in the background, monotonically, so a
+        later ``mark_read`` always wins.
+        """
+        key = (user_id, room_id)
+        if key in self.markers:
+            return
+        pos = self._hub.delivered_pos
+        self.markers[key] = pos
+        task = asyncio.ensure_future(self._persist(user_id, room_id, pos, True))
+        self._background.add(task)
+        task.add_done_callback(self._background_done)
+
+    def _background_done(self, task: "asyncio.Future[None]") -> None:
+        self._background.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warn("dms.marker_store_failed", error=repr(task.exception()))
+
     async def mark(self, user_id: str, room_id: str, pos: Optional[int], origin: Any) -> int:
         """Move the marker forward to ``pos`` (default: now); returns the marker after the call."""
         upto = self._hub.delivered_pos
