@@ -1,6 +1,6 @@
 """Content kinds (forums, walls, blogs, reactions, presents): event types and requests (pure).
 
-Everything a member writes is an event in a room (docs/protocol-content.md):
+Everything a member writes is an event in a room (docs/protocol.md §8.2):
 
 - forum rooms: ``ps.thread`` ``{title, body}``, ``ps.reply`` ``{thread_id, body}`` and the
   state event ``ps.thread.state`` (state_key = thread event ID) ``{pinned, locked}``;

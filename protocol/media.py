@@ -3,7 +3,7 @@
 A media file's type is decided only by its first bytes (``sniff``), never by its name or
 the Content-Type the client sent. Every accepted type falls in one category, and each
 category has its own size limit. Files are addressed by the SHA-256 of their content
-(``is_media_hash``); a post of one in a room is a ``ps.media`` event (docs/protocol-media.md).
+(``is_media_hash``); a post of one in a room is a ``ps.media`` event (docs/protocol.md §8.4).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Ops: ``notifications``, ``notifications_read``, ``search``, ``tag_posts``, ``trending``,
 ``tag_candidates``, ``tag_approve``, ``tag_revoke``; push: ``{"op": "notification", "notification": {...}}``.
-See docs/protocol-social.md.
+See docs/protocol.md §8.3.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ __all__ = ["MAX_BODY_CHARS", "WARN_FRACTION", "CounterState", "Counter", "count"
 
 MAX_BODY_CHARS = 4000
 """The server's default ``max_body_chars`` (docs/protocol.md §3.3): the fallback when the
-server's published limit (the ``limits`` op, docs/protocol-dms.md §4) cannot be read."""
+server's published limit (the ``limits`` op, docs/protocol.md §8.1) cannot be read."""
 
 WARN_FRACTION = 0.9
 """Show the counter as a warning from this fraction of the limit on."""

@@ -7,7 +7,7 @@ service plus one per service), send the event with ``rooms.send_event`` (idempot
 ``txn_id``) and answer listings from the derived tables. Blog, reaction and present ops
 are in ``content_ops``.
 
-Who may do what (docs/protocol-content.md):
+Who may do what (docs/protocol.md §8.2):
 
 - reading any listing needs the caller joined to the room, like ``history``; service rooms
   can only be joined by the service's members, so other services' content stays unreadable;

@@ -7,7 +7,7 @@ service's ``char_limits["dm"]`` applies). The invitee is invited and joined at o
 DMs are not linked as children of the service: they are listed by ``rooms``, never by
 ``service_rooms``.
 
-Rules (docs/protocol-dms.md): the two users must share the given service (or any service);
+Rules (docs/protocol.md §8.1): the two users must share the given service (or any service);
 member↔member only where the service's ``member_dms`` setting is true; a DM with staff of
 the shared service (clinician, moderator, admin) or with a server admin is always allowed.
 """

@@ -320,7 +320,7 @@ class _MediaResource(Resource):
         return self._spawn(request, self._f.download(request, *request.postpath))
 
     async def _not_found(self) -> None:
-        raise NotFound("no such media endpoint; see docs/protocol-media.md")
+        raise NotFound("no such media endpoint; see docs/protocol.md §8.4")
 
 
 class MediaType(EventType):
