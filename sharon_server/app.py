@@ -67,7 +67,8 @@ class ServerApp:
             config=cfg, db=self.db, rooms=self.rooms, accounts=accounts, hub=hub, api_v1=api_v1,
             data_dir=cfg.data_dir, now_ms=self.now_ms,
             connections=lambda: self.factory.connections if self.factory else ())
-        install_all(self.features)
+        wanted = None if cfg.features == "all" else [f.strip() for f in cfg.features.split(",") if f.strip()]
+        install_all(self.features, wanted)
         await self.rooms.load()
         await self.features.load()
         self.factory = factory_holder["f"] = SharonServerFactory(

@@ -57,6 +57,7 @@ class Config:
     fanout_chunk: int = 500
     log_format: str = "json"
     log_level: str = "info"
+    features: str = "all"
 
     @property
     def effective_database_url(self) -> str:
@@ -76,7 +77,7 @@ _INT_KEYS = {
     "password_time_cost", "password_memory_kib", "password_parallelism",
     "txn_cache_size", "token_cache_size", "max_replay_buffer", "fanout_chunk",
 }
-_STR_KEYS = {"server_name", "database_url", "log_format", "log_level"}
+_STR_KEYS = {"server_name", "database_url", "log_format", "log_level", "features"}
 _KEYS = _INT_KEYS | _STR_KEYS | {"data_dir", "listen"}
 
 

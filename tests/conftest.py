@@ -164,3 +164,42 @@ def server_factory(tmp_path):
     yield make
     for proc in started:
         proc.stop()
+
+
+async def _postgres_admin(sql: str) -> None:
+    """Run one statement on the test PostgreSQL in autocommit (CREATE/DROP DATABASE)."""
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from tests.storage_backends import POSTGRES_URL
+
+    engine = create_async_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
+    try:
+        async with engine.connect() as conn:
+            await conn.exec_driver_sql(sql)
+    finally:
+        await engine.dispose()
+
+
+@pytest.fixture
+def pg_server(server_factory):
+    """A real server on a fresh PostgreSQL database, dropped afterwards.
+
+    Skips when PostgreSQL is unreachable, or fails with SHARON_REQUIRE_POSTGRES=1 (CI).
+    """
+    import asyncio
+    import uuid
+
+    from sqlalchemy.engine import make_url
+
+    from tests.storage_backends import POSTGRES_URL, _require_postgres
+
+    _require_postgres()
+    name = "sharon_t_" + uuid.uuid4().hex[:12]
+    asyncio.run(_postgres_admin(f'CREATE DATABASE "{name}"'))
+    url = make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
+    proc = server_factory(args=["--database-url", url], name="pg-data")
+    try:
+        yield proc
+    finally:
+        proc.stop()
+        asyncio.run(_postgres_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))

@@ -2,21 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
-import uuid
 
 import pytest
-from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import create_async_engine
 
 from clients.client import SharonClient
 from tests.helpers import PASSWORD, user
 from tests.test_content_support import close, room_in, service, txn
-
-try:
-    from storage_backends import POSTGRES_URL, _require_postgres
-except ImportError:  # pragma: no cover - when tests/ is imported as a package
-    from tests.storage_backends import POSTGRES_URL, _require_postgres
 
 pytestmark = pytest.mark.integration
 
@@ -75,26 +66,8 @@ def test_content_survives_a_restart(server, run):
     run(_check_after_restart(server, state))
 
 
-async def _admin_sql(sql: str) -> None:
-    engine = create_async_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
-    try:
-        async with engine.connect() as conn:
-            await conn.exec_driver_sql(sql)
-    finally:
-        await engine.dispose()
-
-
 @pytest.mark.postgres
-def test_content_on_postgresql(server_factory, run):
-    _require_postgres()
-    name = "sharon_c_" + uuid.uuid4().hex[:12]
-    asyncio.run(_admin_sql(f'CREATE DATABASE "{name}"'))
-    url = make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
-    proc = server_factory(args=["--database-url", url], name="pg-data")
-    try:
-        state = run(_everything(proc), 60)
-        proc.restart()
-        run(_check_after_restart(proc, state))
-    finally:
-        proc.stop()
-        asyncio.run(_admin_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+def test_content_on_postgresql(pg_server, run):
+    state = run(_everything(pg_server), 60)
+    pg_server.restart()
+    run(_check_after_restart(pg_server, state))

@@ -463,24 +463,7 @@ def test_media_survives_a_restart_and_stray_temp_files_are_cleared(server, run):
 
 
 @pytest.mark.postgres
-def test_media_on_postgresql(server_factory, run):
-    import asyncio
-    import uuid
-
-    from sqlalchemy.engine import make_url
-
-    from tests.storage_backends import POSTGRES_URL, _require_postgres
-    from tests.test_content_restart_pg import _admin_sql
-
-    _require_postgres()
-    name = "sharon_m_" + uuid.uuid4().hex[:12]
-    asyncio.run(_admin_sql(f'CREATE DATABASE "{name}"'))
-    url = make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
-    proc = server_factory(args=["--database-url", url], name="pg-data")
-    try:
-        state = run(_media_everything(proc), 60)
-        proc.restart()
-        run(_media_after_restart(proc, state))
-    finally:
-        proc.stop()
-        asyncio.run(_admin_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+def test_media_on_postgresql(pg_server, run):
+    state = run(_media_everything(pg_server), 60)
+    pg_server.restart()
+    run(_media_after_restart(pg_server, state))

@@ -3,45 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
 
 import pytest
-from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import create_async_engine
 
 from clients.client import SharonClient
 from tests.helpers import all_history, messages_until, room_with, user
 
-try:
-    from storage_backends import POSTGRES_URL, _require_postgres
-except ImportError:  # pragma: no cover - when tests/ is imported as a package
-    from tests.storage_backends import POSTGRES_URL, _require_postgres
-
 pytestmark = [pytest.mark.integration, pytest.mark.postgres]
-
-
-async def _admin(sql: str) -> None:
-    engine = create_async_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
-    try:
-        async with engine.connect() as conn:
-            await conn.exec_driver_sql(sql)
-    finally:
-        await engine.dispose()
-
-
-@pytest.fixture
-def pg_server(server_factory):
-    """A server whose database is a fresh PostgreSQL database, dropped afterwards."""
-    _require_postgres()
-    name = "sharon_t_" + uuid.uuid4().hex[:12]
-    asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
-    url = make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
-    proc = server_factory(args=["--database-url", url])
-    try:
-        yield proc
-    finally:
-        proc.stop()
-        asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 def test_chat_and_crash_safety_on_postgresql(pg_server, run):

@@ -6,17 +6,10 @@ import asyncio
 import uuid
 
 import pytest
-from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import create_async_engine
 
 from protocol.errors import BadField, Forbidden, NotInRoom
 from tests.helpers import user
 from tests.test_services import grant_admin
-
-try:
-    from storage_backends import POSTGRES_URL, _require_postgres
-except ImportError:  # pragma: no cover - when tests/ is imported as a package
-    from tests.storage_backends import POSTGRES_URL, _require_postgres
 
 pytestmark = pytest.mark.integration
 
@@ -270,30 +263,6 @@ async def server_add(server, service, member):
     grant_admin(server, admin.pseudonym)
     await admin.request("service_add_member", service_id=service, user_id=member.user_id)
     await admin.close()
-
-
-async def _pg_admin(sql: str) -> None:
-    engine = create_async_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
-    try:
-        async with engine.connect() as conn:
-            await conn.exec_driver_sql(sql)
-    finally:
-        await engine.dispose()
-
-
-@pytest.fixture
-def pg_server(server_factory):
-    """A server on a fresh PostgreSQL database, dropped afterwards."""
-    _require_postgres()
-    name = "sharon_s_" + uuid.uuid4().hex[:12]
-    asyncio.run(_pg_admin(f'CREATE DATABASE "{name}"'))
-    url = make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
-    proc = server_factory(args=["--database-url", url])
-    try:
-        yield proc
-    finally:
-        proc.stop()
-        asyncio.run(_pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 @pytest.mark.postgres
