@@ -496,3 +496,10 @@ def test_sqlite_acknowledged_batch_survives_sigkill(tmp_path: Path) -> None:
             await db.close()
 
     run(check())
+
+
+def test_start_up_head_check_agrees_with_alembic() -> None:
+    """Start-up skips importing Alembic when the stored revision equals ``shipped_head``."""
+    from sharon_server.storage.database import shipped_head
+
+    assert shipped_head() == head_revision()
