@@ -45,11 +45,18 @@ async def _run(args: argparse.Namespace) -> int:
         if account is None:
             print(f"sharon-server admin: no account with pseudonym {args.pseudonym!r}", file=sys.stderr)
             return 1
+        from sharon_server.audit import open_audit
+
+        audit = await open_audit(db, lambda: int(time.time() * 1000))
         if args.action == "grant":
             changed = await grant_admin(db, account.user_id, "shell", int(time.time() * 1000))
+            if changed:
+                await audit.append("shell", "admin.grant", member=account.user_id)
             print(f"{args.pseudonym} ({account.user_id}) {'is now' if changed else 'was already'} a server admin")
         else:
             changed = await revoke_admin(db, account.user_id)
+            if changed:
+                await audit.append("shell", "admin.revoke", member=account.user_id)
             print(f"{args.pseudonym} ({account.user_id}) {'is no longer' if changed else 'was not'} a server admin")
         return 0
     finally:

@@ -12,6 +12,7 @@ from twisted.web.resource import Resource
 
 from sharon_server import __version__
 from sharon_server.accounts import AccountService
+from sharon_server.audit import open_audit
 from sharon_server.config import Config
 from sharon_server.features import FeatureContext, install_all
 from sharon_server.http import build_site
@@ -20,6 +21,7 @@ from sharon_server.keys import load_or_create_signing_key
 from sharon_server.ops import HANDLERS
 from sharon_server.rooms_service import RoomService
 from sharon_server.storage.database import open_database
+from sharon_server.vault import open_vault
 from sharon_server.ws import SharonServerFactory
 
 __all__ = ["ServerApp"]
@@ -38,6 +40,8 @@ class ServerApp:
         self.rooms: Optional[RoomService] = None
         self.factory: Optional[SharonServerFactory] = None
         self.features: Optional[FeatureContext] = None
+        self.audit: Any = None
+        self.vault: Any = None
 
     def now_ms(self) -> int:
         """Wall-clock time in milliseconds, from the injected reactor."""
@@ -51,6 +55,10 @@ class ServerApp:
         os.chmod(cfg.data_dir, 0o700)
         key = load_or_create_signing_key(cfg.key_path)
         self.db = await open_database(cfg.effective_database_url)
+        self.audit = await open_audit(self.db, self.now_ms)
+        log.info("audit.head", head=self.audit.head_text())
+        self.vault = await open_vault(cfg, self.db, now_ms=self.now_ms,
+                                      on_warning=lambda message: log.warn("vault.warning", message=message))
         accounts = AccountService(
             self.db.accounts, cfg.server_name, self.now_ms,
             time_cost=cfg.password_time_cost, memory_kib=cfg.password_memory_kib,
@@ -65,7 +73,7 @@ class ServerApp:
         api_v1 = Resource()
         self.features = FeatureContext(
             config=cfg, db=self.db, rooms=self.rooms, accounts=accounts, hub=hub, api_v1=api_v1,
-            data_dir=cfg.data_dir, now_ms=self.now_ms,
+            data_dir=cfg.data_dir, now_ms=self.now_ms, audit=self.audit, vault=self.vault,
             connections=lambda: self.factory.connections if self.factory else ())
         wanted = None if cfg.features == "all" else [f.strip() for f in cfg.features.split(",") if f.strip()]
         install_all(self.features, wanted)

@@ -101,3 +101,31 @@ def test_service_settings_set_kinds_and_character_limits(server, run):
         await alice.close(); await admin.close()
 
     run(scenario())
+
+
+def test_admin_and_service_changes_are_in_the_verified_audit_log(server, run):
+    import json
+
+    async def scenario():
+        alice = await user(server, "alice")
+        admin, service = await service_with(server, members=(alice,))
+        await admin.request("service_settings", service_id=service, settings={"trending": False})
+        await alice.close(); await admin.close()
+        return admin.user_id, alice.user_id, service
+
+    admin_id, alice_id, service = run(scenario())
+
+    def audit(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "sharon_server", "audit", *args, "--data-dir",
+                               str(server.data_dir)], capture_output=True, text=True, timeout=60)
+
+    exported = audit("export")
+    assert exported.returncode == 0, exported.stderr
+    entries = [json.loads(line) for line in exported.stdout.splitlines() if line.strip()]
+    actions = [(e["actor"], e["action"], e["member"], e["service"]) for e in entries]
+    assert ("shell", "admin.grant", admin_id, None) in actions
+    assert (admin_id, "service.create", None, service) in actions
+    assert (admin_id, "service.add_member", alice_id, service) in actions
+    assert (admin_id, "service.settings", None, service) in actions
+    verified = audit("verify")
+    assert verified.returncode == 0, verified.stdout + verified.stderr

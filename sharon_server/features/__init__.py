@@ -36,6 +36,10 @@ class FeatureContext:
     connections: Callable[[], Any]
     services: Any = None
     notifier: Any = None
+    audit: Any = None
+    """The tamper-evident audit log (``sharon_server.audit.AuditLog``): staff actions go here."""
+    vault: Any = None
+    """The encrypted identity vault (``sharon_server.vault.IdentityVault``)."""
     installed: List[str] = attr.Factory(list)
     extras: dict = attr.Factory(dict)
 

@@ -176,6 +176,10 @@ def install(ctx: Any) -> None:
     rooms.create_guards.append(create_guard)
     rooms.created_hooks.append(link_child)
 
+    async def _audit(actor: str, action: str, **fields: Any) -> None:
+        if ctx.audit is not None:
+            await ctx.audit.append(actor, action, **fields)
+
     async def create_service(conn: Any, req: P.CreateService) -> Dict[str, Any]:
         session = conn.require_session()
         await directory.refresh_admins()
@@ -186,6 +190,7 @@ def install(ctx: Any) -> None:
         await rooms.send_event(session, service_id, P.SETTINGS, settings, state_key="")
         await rooms.send_event(session, service_id, P.ROLE, {"role": "admin"}, state_key=P.role_key(session.user_id))
         log.info("service.created", service_id=service_id)
+        await _audit(session.user_id, "service.create", service=service_id, details={"name": req.name})
         return {"service_id": service_id, "settings": settings}
 
     def summary(service_id: str, user_id: str) -> Dict[str, Any]:
@@ -246,6 +251,8 @@ def install(ctx: Any) -> None:
             await rooms.set_membership(_system_session(target, accounts), service_id, "join")
         event_id, pos, _ = await rooms.send_event(actor, service_id, P.ROLE, {"role": req.role}, state_key=P.role_key(target))
         log.info("service.member_added", service_id=service_id, user_id=target, role=req.role)
+        await _audit(session.user_id, "service.add_member", member=target, service=service_id,
+                     details={"role": req.role})
         return {"event_id": event_id, "pos": pos}
 
     async def change_settings(conn: Any, req: P.ServiceSettings) -> Dict[str, Any]:
@@ -257,6 +264,7 @@ def install(ctx: Any) -> None:
             raise Forbidden("only admins can change a service's settings")
         settings = P.validate_settings(req.settings, directory.settings(service_id))
         await rooms.send_event(_steward(service_id), service_id, P.SETTINGS, settings, state_key="")
+        await _audit(session.user_id, "service.settings", service=service_id, details={"changed": req.settings})
         return {"settings": settings}
 
     register_handlers({
