@@ -40,6 +40,13 @@ class Session:
     pseudonym: str
     token_hash: bytes
 
+    def as_result(self, token: Optional[str] = None) -> Dict[str, str]:
+        """What ``register``/``login``/``auth`` answer: IDs and pseudonym (and the new token)."""
+        out = {"user_id": self.user_id, "pseudonym": self.pseudonym, "device_id": self.device_id}
+        if token is not None:
+            out["token"] = token
+        return out
+
 
 def normalise_pseudonym(raw: str) -> Tuple[str, str]:
     """Return (pseudonym, case-folded key) after NFKC; raise InvalidPseudonym if it breaks the rules."""

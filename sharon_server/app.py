@@ -102,6 +102,7 @@ class ServerApp:
         report: Dict[str, Any] = {"status": "ok", "server_name": self.config.server_name, "version": __version__}
         if self.rooms is not None and self.factory is not None:
             report["connections"] = len(self.factory.connections)
+            report["live_connections"] = self.factory.hub.live_count()
             report.update(self.rooms.memory_report())
         return report
 

@@ -177,23 +177,17 @@ def build_site(*, accounts: Any, ws_resource: Resource, health: Callable[[], Dic
     Features add their routes to ``api_v1`` (pass the same Resource they were given).
     """
 
-    def result(session: Any, token: Optional[str] = None) -> Dict[str, Any]:
-        out = {"user_id": session.user_id, "pseudonym": session.pseudonym, "device_id": session.device_id}
-        if token is not None:
-            out["token"] = token
-        return out
-
     async def register(request: Request, body: Dict[str, Any]) -> Dict[str, Any]:
         """POST /api/v1/register"""
         session, token = await accounts.register(
             str_field(body, "pseudonym"), str_field(body, "password"), str_field(body, "device_name", False))
-        return result(session, token)
+        return session.as_result(token)
 
     async def login(request: Request, body: Dict[str, Any]) -> Dict[str, Any]:
         """POST /api/v1/login"""
         session, token = await accounts.login(
             str_field(body, "pseudonym"), str_field(body, "password"), str_field(body, "device_name", False))
-        return result(session, token)
+        return session.as_result(token)
 
     async def logout(request: Request, body: Dict[str, Any]) -> Dict[str, Any]:
         """POST /api/v1/logout"""

@@ -9,36 +9,29 @@ from __future__ import annotations
 from typing import Any, Dict
 
 from protocol import frames as F
-from sharon_server.ws import REPLIED, SharonServerProtocol
+from sharon_server.ws import SharonServerProtocol
 
 __all__ = ["HANDLERS", "register_handlers"]
 
 Conn = SharonServerProtocol
 
 
-def _session_result(session: Any, token: str | None = None) -> Dict[str, Any]:
-    out = {"user_id": session.user_id, "pseudonym": session.pseudonym, "device_id": session.device_id}
-    if token is not None:
-        out["token"] = token
-    return out
-
-
 async def _register(conn: Conn, req: F.Register) -> Dict[str, Any]:
     session, token = await conn.factory.accounts.register(req.pseudonym, req.password, req.device_name)
     conn.set_session(session)
-    return _session_result(session, token)
+    return session.as_result(token)
 
 
 async def _login(conn: Conn, req: F.Login) -> Dict[str, Any]:
     session, token = await conn.factory.accounts.login(req.pseudonym, req.password, req.device_name)
     conn.set_session(session)
-    return _session_result(session, token)
+    return session.as_result(token)
 
 
 async def _auth(conn: Conn, req: F.Auth) -> Dict[str, Any]:
     session = await conn.factory.accounts.authenticate(req.token)
     conn.set_session(session)
-    return _session_result(session)
+    return session.as_result()
 
 
 async def _logout(conn: Conn, req: F.Logout) -> Dict[str, Any]:

@@ -21,7 +21,7 @@ from protocol.canonical_json import encode_canonical
 from protocol.errors import (
     BadField, Forbidden, NotFound, NotInRoom, RoomNotFound, TooLarge, Unavailable,
 )
-from protocol.events import MAX_PDU_BYTES, ROOM_VERSION, compute_event_id, sign_event, to_client_event
+from protocol.events import MAX_PDU_BYTES, compute_event_id, sign_event, to_client_event
 from protocol.signing import SigningKey
 from rooms import auth
 from rooms.builder import initial_state

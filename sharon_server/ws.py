@@ -41,7 +41,6 @@ class SharonServerProtocol(WebSocketServerProtocol):
         self.session: Optional[Session] = None
         self.user_id: Optional[str] = None
         self.replaying = False
-        self.live = False
         self._buffer: List[Any] = []
         self._errors_in_a_row = 0
 
@@ -132,7 +131,6 @@ class SharonServerProtocol(WebSocketServerProtocol):
             self.factory.hub.remove_connection(self, self.user_id)
         self.session = session
         self.user_id = session.user_id if session else None
-        self.live = False
         if session is not None:
             log.debug("session.started", user_id=session.user_id, device_id=session.device_id)
 
@@ -144,7 +142,6 @@ class SharonServerProtocol(WebSocketServerProtocol):
         rooms = self.factory.rooms
         hub = self.factory.hub
         hub.add_connection(self, session.user_id, list(rooms.joined_rooms(session.user_id)))
-        self.live = True
         upto = hub.delivered_pos
         if since is None or since >= upto:
             self.reply(F.ok_frame(request_id, {"pos": upto}))
