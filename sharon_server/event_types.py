@@ -24,6 +24,11 @@ Conventions on ``ctx.scratch`` (set in ``prepare``, read by observers):
 - ``scratch["text"]``: list of strings to index for search and to scan for mentions and
   hashtags (defaults to ``content["body"]`` and ``content["title"]`` when absent).
 - ``scratch["service"]``: the service ID of the room (set by the services feature).
+- ``scratch["hold"]``: a reason string set by a moderation observer in ``prepare`` when the
+  event must be held for review instead of committed; ``send_event`` then hands the context
+  to ``rooms.hold_handler``, which stores it and returns the reply the sender gets (raised
+  as ``HeldForReview``). ``ctx.approved`` is True when a moderator's approval re-sends a
+  held event: hold rules must not hold it again.
 
 Guards let features veto joins and room creation (e.g. "only members of the service").
 """
@@ -34,7 +39,8 @@ from typing import Any, Awaitable, Callable, Dict, FrozenSet, List, Optional, Tu
 
 import attr
 
-__all__ = ["SendContext", "EventType", "Derived", "JoinGuard", "CreateGuard"]
+__all__ = ["SendContext", "EventType", "Derived", "JoinGuard", "CreateGuard", "ReadGuard",
+           "EventFilter", "HeldForReview"]
 
 Derived = List[Tuple[Any, List[Dict[str, Any]]]]
 """Rows derived from an event: ``(SQLAlchemy statement, [params, ...])`` pairs."""
@@ -52,6 +58,9 @@ class SendContext:
     content: Dict[str, Any]
     state_key: Optional[str] = None
     scratch: Dict[str, Any] = attr.Factory(dict)
+    txn_id: Optional[str] = None
+    approved: bool = False
+    """True when a held event is being released by a moderator's approval."""
 
 
 class EventType:
@@ -81,3 +90,25 @@ being invited to the room."""
 
 CreateGuard = Callable[[Any, str, Dict[str, Any]], Union[None, Awaitable[None]]]
 """``guard(session, kind, options)``: raise to refuse creating a room; may add to options."""
+
+
+ReadGuard = Callable[[str, str], bool]
+"""``guard(user_id, room_id)``: True lets a user who is not joined read the room's history
+(moderators observing a room); any guard returning True is enough."""
+
+EventFilter = Callable[[str, str, Dict[str, Any]], Optional[Dict[str, Any]]]
+"""``filter(viewer_id, room_id, client_event)``: the event as this viewer may see it in
+history and resume replay (e.g. a hidden post replaced by a placeholder for peers, shown
+with moderation notes to staff), or None to leave it out."""
+
+
+class HeldForReview(Exception):
+    """Raised by ``send_event`` when an event was held for review instead of committed.
+
+    ``result`` is the reply the sender gets (``{"held": true, "held_id": ...}``): the
+    WebSocket layer answers the request with an ok frame carrying it.
+    """
+
+    def __init__(self, result: Dict[str, Any]) -> None:
+        super().__init__("held for review")
+        self.result = result

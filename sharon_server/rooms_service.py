@@ -27,7 +27,9 @@ from rooms import auth
 from rooms.builder import initial_state
 from rooms.state import RoomState
 from sharon_server.accounts import Session
-from sharon_server.event_types import CreateGuard, EventType, JoinGuard, SendContext
+from sharon_server.event_types import (
+    CreateGuard, EventFilter, EventType, HeldForReview, JoinGuard, ReadGuard, SendContext,
+)
 from sharon_server.hub import Hub
 from sharon_server.persist import GroupCommitter, PendingEvent
 from sharon_server.storage.rows import EventRow, RoomRow, StateRow, TxnRow
@@ -73,6 +75,12 @@ class RoomService:
         """Hooks that see every event sent through ``send_event`` (after its own type's)."""
         self.room_list_decorators: List[Callable[[str, List[Dict[str, Any]]], None]] = []
         self.body_limit: Callable[[str, str], int] = lambda room_id, kind: self.max_body_chars
+        self.read_guards: List[ReadGuard] = []
+        """Let users who are not joined read a room (moderators observing); see event_types."""
+        self.event_filters: List[EventFilter] = []
+        """Rewrite or drop events per viewer in history and replay (hidden posts)."""
+        self.hold_handler: Optional[Callable[[SendContext], Any]] = None
+        """``async handler(ctx) -> reply dict``: stores an event an observer held for review."""
         self.register_event_type(MessageType(self))
 
     def register_event_type(self, event_type: EventType) -> None:
@@ -268,10 +276,13 @@ class RoomService:
         return hit
 
     async def send_event(self, session: Session, room_id: str, etype: str, content: Dict[str, Any],
-                         txn_id: Optional[str] = None, state_key: Optional[str] = None) -> Tuple[str, int, bool]:
+                         txn_id: Optional[str] = None, state_key: Optional[str] = None,
+                         approved: bool = False) -> Tuple[str, int, bool]:
         """Send an event of a registered type; idempotent per (account, txn_id) when given.
 
-        Returns (event_id, pos, duplicate); the reply is sent after the commit.
+        Returns (event_id, pos, duplicate); the reply is sent after the commit. Raises
+        ``HeldForReview`` when an observer held the event for review (``approved`` marks
+        a moderator releasing a held event, which hold rules must let through).
         """
         key = (session.user_id, txn_id) if txn_id is not None else None
         if key is not None:
@@ -289,7 +300,7 @@ class RoomService:
         if etype_spec.kinds is not None and kind not in etype_spec.kinds:
             raise BadField(f"{etype} events cannot be sent in a {kind} room", "type")
         ctx = SendContext(session=session, room_id=room_id, kind=kind, state=state, etype=etype,
-                          content=content, state_key=state_key)
+                          content=content, state_key=state_key, txn_id=txn_id, approved=approved)
         awaited = False
         for hook in (etype_spec, *self.observers):
             prepared = hook.prepare(ctx)
@@ -304,6 +315,8 @@ class RoomService:
             self._check_available()
             if state.membership(session.user_id) != "join":
                 raise NotInRoom(f"you are not joined to room {room_id}", "room_id")
+        if ctx.scratch.get("hold") and not approved and self.hold_handler is not None:
+            raise HeldForReview(await self.hold_handler(ctx))
         signed, event_id, pos = self._build(room_id, session.user_id, etype, ctx.content, state_key)
         txn_row = None if key is None else TxnRow(
             user_id=session.user_id, txn_id=txn_id, event_id=event_id, pos=pos)
@@ -341,13 +354,30 @@ class RoomService:
                       from_pos: Optional[int], limit: int) -> Tuple[List[Dict[str, Any]], Optional[int]]:
         """One page of a room's events for a joined member; returns (events, next)."""
         state = self._state(room_id)
-        if state.membership(session.user_id) != "join":
+        if state.membership(session.user_id) != "join" and not self.may_read(session.user_id, room_id):
             raise NotInRoom(f"you are not joined to room {room_id}", "room_id")
         rows = await self._store.history(room_id, direction, from_pos, limit + 1)
         more = len(rows) > limit
         rows = rows[:limit]
         events = [self._row_to_client(r) for r in rows]
+        if self.event_filters:
+            events = self._filtered(session.user_id, room_id, events)
         return events, (rows[-1].pos if more and rows else None)
+
+    def may_read(self, user_id: str, room_id: str) -> bool:
+        """True if a read guard lets ``user_id`` read ``room_id`` without being joined."""
+        return any(guard(user_id, room_id) for guard in self.read_guards)
+
+    def _filtered(self, viewer: str, room_id: str, events: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+        out = []
+        for event in events:
+            for event_filter in self.event_filters:
+                event = event_filter(viewer, room_id, event)
+                if event is None:
+                    break
+            if event is not None:
+                out.append(event)
+        return out
 
     async def replay(self, user_id: str, since: int, upto: int, emit: Callable[[Dict[str, Any]], None],
                      page: int = 500) -> None:
@@ -362,10 +392,15 @@ class RoomService:
         cursor = since
         while joined:
             rows = await self._store.events_since(joined, cursor, page, upto)
+            filters = self.event_filters
             for row in rows:
                 while singles and singles[0][0] < row.pos:
                     self._emit_member(singles.pop(0), user_id, emit)
-                emit(self._row_to_client(row))
+                if filters:
+                    for event in self._filtered(user_id, row.room_id, [self._row_to_client(row)]):
+                        emit(event)
+                else:
+                    emit(self._row_to_client(row))
             if len(rows) < page:
                 break
             cursor = rows[-1].pos

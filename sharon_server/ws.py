@@ -19,6 +19,7 @@ from protocol.errors import (
     Conflict, InternalError, NotAuthenticated, SharonError, TooLarge, Unavailable,
 )
 from sharon_server.accounts import Session
+from sharon_server.event_types import HeldForReview
 
 __all__ = ["SharonServerProtocol", "SharonServerFactory", "MAX_CONSECUTIVE_ERRORS", "REPLIED"]
 
@@ -81,6 +82,8 @@ class SharonServerProtocol(WebSocketServerProtocol):
         except SharonError as err:
             self._error(request.id, err)
             return
+        except HeldForReview as held:
+            result = held.result
         except Exception:  # noqa: BLE001 - one place turns faults into an error frame
             log.failure("ws.handler_failed", op=type(request).__name__)
             self._error(request.id, InternalError("internal error; the server log has details"))

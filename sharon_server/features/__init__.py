@@ -17,7 +17,10 @@ import attr
 
 __all__ = ["FeatureContext", "INSTALL_ORDER", "install_all"]
 
-INSTALL_ORDER = ("spaces", "dms", "content", "social", "media")
+INSTALL_ORDER = (
+    "spaces", "dms", "content", "social", "media",
+    "invites", "risk", "controls", "moderation", "triage", "staff", "unmask",
+)
 """Feature modules, in dependency order (later ones may use what earlier ones publish)."""
 
 
