@@ -229,6 +229,17 @@ class InternalError(SharonError):
     http_status = 500
 
 
+# -- errors of invites and pseudonyms (#5) --
+
+# -- errors of staff access and unmasking (#5) --
+
+# -- errors of risk detection and member controls (#6) --
+
+# -- errors of reports and triage (#6) --
+
+# -- errors of moderation and sanctions (#6) --
+
+
 def _collect() -> Dict[str, type]:
     seen: Dict[str, type] = {}
     stack = [SharonError]

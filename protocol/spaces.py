@@ -11,7 +11,7 @@ service carry ``"service": <service room ID>`` in their create event. Service st
 
 from __future__ import annotations
 
-from typing import Any, Dict, Optional
+from typing import Any, Callable, Dict, Optional
 
 import attr
 
@@ -23,7 +23,7 @@ from protocol.frames import (
 from protocol.ids import RoomID, UserID
 
 __all__ = [
-    "ROLES", "STAFF_ROLES", "role_key", "DEFAULT_SETTINGS", "validate_settings",
+    "ROLES", "STAFF_ROLES", "role_key", "DEFAULT_SETTINGS", "validate_settings", "register_setting",
     "SETTINGS", "ROLE", "CHILD",
     "CreateService", "Services", "ServiceRooms", "ServiceAddMember", "ServiceSettings",
 ]
@@ -51,6 +51,21 @@ DEFAULT_SETTINGS: Dict[str, Any] = {
 """Settings of a new service; ``service_settings`` changes any subset of them."""
 
 
+_EXTRA_SETTINGS: Dict[str, Callable[[Any, str], Any]] = {}
+
+
+def register_setting(key: str, default: Any, validate: Callable[[Any, str], Any]) -> None:
+    """Add a per-service setting owned by a feature's protocol module (at import time).
+
+    ``validate(value, field)`` returns the normalised value or raises ``BadField`` naming
+    ``field`` (``"settings.<key>"``); ``default`` is what services without it get.
+    """
+    if key in DEFAULT_SETTINGS and key not in _EXTRA_SETTINGS:
+        raise ValueError(f"setting {key!r} is built in")
+    _EXTRA_SETTINGS[key] = validate
+    DEFAULT_SETTINGS[key] = default
+
+
 def validate_settings(value: Any, base: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
     """Merge ``value`` (a partial settings object) over ``base``; BadField names the bad key."""
     merged = {k: (dict(v) if isinstance(v, dict) else list(v) if isinstance(v, list) else v)
@@ -76,6 +91,8 @@ def validate_settings(value: Any, base: Optional[Dict[str, Any]] = None) -> Dict
             if type(item) is not bool:
                 raise BadField(f"{field} must be true or false", field)
             merged[key] = item
+        elif key in _EXTRA_SETTINGS:
+            merged[key] = _EXTRA_SETTINGS[key](item, field)
         else:
             raise BadField(f"unknown setting {key!r}", field)
     return merged

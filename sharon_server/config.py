@@ -58,6 +58,16 @@ class Config:
     log_format: str = "json"
     log_level: str = "info"
     features: str = "all"
+    pseudonym_blocklist: str = ""
+    """A file of words a pseudonym may not contain, one per line (added to the built-in list)."""
+    unmask_reasons: str = "risk_to_life,safeguarding,clinical_review,police_request,court_order"
+    """Comma-separated reason codes staff may cite in an unmask request."""
+    unmask_ttl_ms: int = 900_000
+    """How long an approved unmask stays viewable."""
+    invite_ttl_ms: int = 14 * 24 * 3600 * 1000
+    """How long a clinician's invite code stays valid."""
+    lexicon_path: str = ""
+    """An extra risk lexicon (TOML) loaded over the shipped default."""
 
     @property
     def effective_database_url(self) -> str:
@@ -76,8 +86,12 @@ _INT_KEYS = {
     "listen_port", "max_frame_bytes", "max_body_chars", "max_http_body_bytes",
     "password_time_cost", "password_memory_kib", "password_parallelism",
     "txn_cache_size", "token_cache_size", "max_replay_buffer", "fanout_chunk",
+    "unmask_ttl_ms", "invite_ttl_ms",
 }
-_STR_KEYS = {"server_name", "database_url", "log_format", "log_level", "features"}
+_STR_KEYS = {
+    "server_name", "database_url", "log_format", "log_level", "features",
+    "pseudonym_blocklist", "unmask_reasons", "lexicon_path",
+}
 _KEYS = _INT_KEYS | _STR_KEYS | {"data_dir", "listen"}
 
 

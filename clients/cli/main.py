@@ -107,7 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-EXTENSIONS = ("spaces", "dms", "content", "social", "media")
+EXTENSIONS = (
+    "spaces", "dms", "content", "social", "media", "invites", "staff", "controls", "triage", "moderation",
+)
 """Feature command modules ``clients/cli/cmd_<name>.py``: ``register(cmd)`` adds subparsers
 with ``cmd(name, help)`` and returns ``{name: async handler(args) -> exit status}``."""
 

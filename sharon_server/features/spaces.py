@@ -101,7 +101,10 @@ class ServiceDirectory:
         event = state.get(P.SETTINGS, "") if state is not None else None
         if event is None:
             return P.DEFAULT_SETTINGS
-        return event["content"]
+        content = event["content"]
+        if len(content) < len(P.DEFAULT_SETTINGS):  # settings added since it was written
+            return {**P.DEFAULT_SETTINGS, **content}
+        return content
 
     def char_limit(self, room_id: str, kind: str) -> int:
         """The body limit for ``kind`` rooms of the room's service (server default otherwise)."""
