@@ -231,7 +231,82 @@ class InternalError(SharonError):
 
 # -- errors of invites and pseudonyms (#5) --
 
+
+class PseudonymRejected(BadField):
+    """The pseudonym fails screening (blocked word, staff title, or identifying pattern such
+    as an email address, phone number, NHS-number-like digits, a URL or the invited person's
+    own name or birth date); the reason names the rule, never the matched data."""
+
+    code = "pseudonym_rejected"
+
+
+class InviteCodeInvalid(BadField):
+    """``invite_code`` is malformed or matches no invite on this server."""
+
+    code = "invite_code_invalid"
+
+
+class InviteCodeExpired(BadField):
+    """``invite_code`` names an invite whose time ran out; ask the clinician for a new one."""
+
+    code = "invite_code_expired"
+
+
+class InviteCodeUsed(BadField):
+    """``invite_code`` was already redeemed: one code makes one account."""
+
+    code = "invite_code_used"
+
+
+class InviteCodeRevoked(BadField):
+    """``invite_code`` names an invite its service revoked."""
+
+    code = "invite_code_revoked"
+
+
+class InviteNotFound(NotFound):
+    """No invite with that ``invite_id`` exists (or the caller may not see it)."""
+
+    code = "invite_not_found"
+
+
+class InviteNotPending(Conflict):
+    """The invite was already used, revoked or has expired, so it cannot be revoked."""
+
+    code = "invite_not_pending"
+
+
 # -- errors of staff access and unmasking (#5) --
+
+class UnmaskNotApproved(Conflict):
+    """The unmask request has not been approved (pending or refused): no identity to view."""
+
+    code = "unmask_not_approved"
+
+
+class UnmaskExpired(Forbidden):
+    """The approved unmask's viewing window (``unmask_ttl_ms``) has passed."""
+
+    code = "unmask_expired"
+
+
+class UnmaskSelfApproval(Forbidden):
+    """Staff cannot approve their own unmask request: a different staff member must."""
+
+    code = "unmask_self_approval"
+
+
+class UnmaskDecided(Conflict):
+    """The unmask request was already approved, refused or expired."""
+
+    code = "unmask_decided"
+
+
+class NoIdentity(NotFound):
+    """The identity vault holds no real identity for that member."""
+
+    code = "no_identity"
+
 
 # -- errors of risk detection and member controls (#6) --
 
