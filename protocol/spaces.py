@@ -23,7 +23,8 @@ from protocol.frames import (
 from protocol.ids import RoomID, UserID
 
 __all__ = [
-    "ROLES", "STAFF_ROLES", "role_key", "DEFAULT_SETTINGS", "validate_settings", "register_setting",
+    "ROLES", "STAFF_ROLES", "role_key", "ROLE_LEVELS", "SERVICE_EVENT_LEVELS", "ROOM_EVENT_LEVELS",
+    "role_level", "with_role_levels", "DEFAULT_SETTINGS", "validate_settings", "register_setting",
     "SETTINGS", "ROLE", "CHILD",
     "CreateService", "Services", "ServiceRooms", "ServiceAddMember", "ServiceSettings",
 ]
@@ -36,6 +37,48 @@ ROLES = ("member", "carer", "peer", "clinician", "moderator", "admin")
 """Roles within one service: service user, relative/carer, experienced peer, and staff."""
 
 STAFF_ROLES = frozenset({"clinician", "moderator", "admin"})
+
+ROLE_LEVELS: Dict[str, int] = {
+    "member": 0, "carer": 0, "peer": 10, "clinician": 50, "moderator": 60, "admin": 100,
+}
+"""The power level each role has in the service room and in every room of the service.
+
+Members and carers are at ``users_default`` (0) and are not listed; peers (10) are listed so
+clients can badge them; staff start at 50, the level every staff-only event type needs."""
+
+SERVICE_EVENT_LEVELS: Dict[str, int] = {
+    "ps.service.settings": 100, "ps.service.role": 50, "ps.service.child": 50,
+    "m.room.power_levels": 100, "m.room.name": 100, "m.room.topic": 100,
+}
+"""Event levels of a service's own room: settings, renaming and power levels are for its
+admins (100); roles and room links for staff (50). Enforced by the ``ps1`` auth rules."""
+
+ROOM_EVENT_LEVELS: Dict[str, int] = {"ps.thread.state": 50}
+"""Extra event levels in every room of a service: pinning and locking threads is staff work
+(50); kick, ban and redacting others' events keep the room default of 50."""
+
+
+def role_level(role: Optional[str]) -> int:
+    """The power level of ``role`` (0 for None or an unknown role)."""
+    return ROLE_LEVELS.get(role or "member", 0)
+
+
+def with_role_levels(content: Dict[str, Any], levels: Dict[str, int],
+                     events: Optional[Dict[str, int]] = None) -> Dict[str, Any]:
+    """Power-levels ``content`` with each user of ``levels`` set to that level (0: unlisted
+    unless the room lists them higher for another reason, e.g. its creator) and ``events``
+    merged in. Returns a new dict; the input is not changed."""
+    out = dict(content)
+    users = dict(out.get("users") or {})
+    for user_id, level in levels.items():
+        if level > 0:
+            users[user_id] = level
+        else:
+            users.pop(user_id, None)
+    out["users"] = users
+    if events:
+        out["events"] = {**(out.get("events") or {}), **events}
+    return out
 
 
 def role_key(user_id: str) -> str:

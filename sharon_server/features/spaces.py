@@ -7,7 +7,7 @@ service a room belongs to, who is a member or staff, and what the settings are.
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Set
+from typing import Any, Dict, List, Optional, Set, Tuple
 
 import sqlalchemy as sa
 from twisted.logger import Logger
@@ -15,14 +15,38 @@ from twisted.logger import Logger
 from protocol import spaces as P
 from protocol.errors import BadField, Forbidden, NotFound, RoomNotFound
 from protocol.events import SPACE_KIND
+from rooms.builder import default_power_levels
+from rooms.kinds import POWER_LEVELS
 from sharon_server.accounts import Session
-from sharon_server.event_types import EventType
+from sharon_server.event_types import EventType, SendContext
 from sharon_server.ops import register_handlers
 from sharon_server.storage.schema_spaces import server_admins
 
 __all__ = ["ServiceDirectory", "install", "grant_admin", "revoke_admin", "list_admins"]
 
 log = Logger(namespace="sharon.spaces")
+
+MAX_LEVEL_SYNC_ROOMS = 2000
+"""A role change rewrites the power levels of at most this many rooms of the service."""
+
+_INTERNAL = object()
+"""Marks power-levels content built by this module; clients cannot send the event type."""
+
+
+class _PowerLevelsType(EventType):
+    """``m.room.power_levels``, sendable only by the server's own role-to-level sync."""
+
+    etype = POWER_LEVELS
+    state_event = True
+
+    def prepare(self, ctx: SendContext) -> None:
+        if ctx.content.pop("_sharon_internal", None) is not _INTERNAL:
+            raise Forbidden("power levels follow service roles; change the role instead", "type")
+
+
+def _may_set(level: int, target: str, sender: str, old: int, new: int) -> bool:
+    """Rule H of the auth rules for one user's level: may ``sender`` (at ``level``) do it?"""
+    return new <= level and (target == sender or old < level)
 
 
 class _ServiceState(EventType):
@@ -87,6 +111,20 @@ class ServiceDirectory:
             return True
         return service_id is not None and self.role(service_id, user_id) in P.STAFF_ROLES
 
+    def level_map(self, service_id: str) -> Dict[str, int]:
+        """Every joined member of the service whose role has a level above 0, at that level."""
+        state = self._rooms.rooms.get(service_id)
+        if state is None:
+            return {}
+        out = {}
+        for (etype, key), event in state.items():
+            if etype == P.ROLE and key.startswith("_"):
+                user_id = key[1:]
+                level = P.role_level(self.role(service_id, user_id))
+                if level > 0:
+                    out[user_id] = level
+        return out
+
     def services_of(self, user_id: str) -> List[str]:
         """The services the user is joined to."""
         return sorted(r for r in self._rooms.joined_rooms(user_id) if self.is_service(r))
@@ -139,6 +177,7 @@ def install(ctx: Any) -> None:
     ctx.services = directory
     for etype in (P.SETTINGS, P.ROLE, P.CHILD):
         rooms.register_event_type(_ServiceState(etype))
+    rooms.register_event_type(_PowerLevelsType())
     rooms.body_limit = directory.char_limit
     ctx.add_loader(directory.refresh_admins)
 
@@ -159,9 +198,105 @@ def install(ctx: Any) -> None:
         options.setdefault("create_content", {})["service"] = service
 
     def _steward(service_id: str) -> Session:
-        # Service state is sent as the service's creator (power level 100) after this module
-        # has checked the caller's rights; the roles issue maps roles onto power levels.
+        # Service state is sent as the service's creator (power level 100) only for server
+        # admins who are not members of the service; staff send as themselves (_actor).
         return _system_session(rooms.rooms[service_id].creator, accounts)
+
+    def _actor(service_id: str, session: Session, etype: str) -> Session:
+        """The acting staff member if joined with the power to send ``etype``, else the steward."""
+        state = rooms.rooms[service_id]
+        if state.is_joined(session.user_id) and \
+                state.user_level(session.user_id) >= state.power_levels().event_level(etype, True):
+            return session
+        return _steward(service_id)
+
+    def staff_levels_guard(session: Session, kind: str, options: Dict[str, Any]) -> None:
+        """New rooms start with the service's staff and peers at their role levels."""
+        if kind == SPACE_KIND:
+            levels: Dict[str, int] = {}
+            events = P.SERVICE_EVENT_LEVELS
+        else:
+            service = options.get("service_id")
+            if service is None or kind == "dm":
+                return
+            levels, events = directory.level_map(service), P.ROOM_EVENT_LEVELS
+        levels.pop(session.user_id, None)  # the creator keeps the level the room gives them
+        extra = list(options.get("extra_state", ()))
+        index = next((i for i in range(len(extra) - 1, -1, -1) if extra[i][0] == POWER_LEVELS), None)
+        base = extra[index][2] if index is not None else default_power_levels(session.user_id, kind)
+        triple = (POWER_LEVELS, "", P.with_role_levels(base, levels, events))
+        if index is None:
+            extra.append(triple)
+        else:
+            extra[index] = triple
+        options["extra_state"] = extra
+
+    async def add_staff_levels_guard() -> None:
+        # Appended once every feature is installed, so it runs after their create guards
+        # (the forum guard replaces the power levels) and has the last word on levels.
+        if staff_levels_guard not in rooms.create_guards:
+            rooms.create_guards.append(staff_levels_guard)
+
+    ctx.add_loader(add_staff_levels_guard)
+
+    def _level_sender(state: Any, actor: Optional[str], target: str, old: int, new: int) -> Optional[str]:
+        joined = state.joined_members()
+        order = sorted(joined, key=lambda u: -state.user_level(u))
+        if actor in joined:
+            order.insert(0, actor)
+        needed = state.power_levels().event_level(POWER_LEVELS, True)
+        for user_id in order:
+            level = state.user_level(user_id)
+            if level >= needed and _may_set(level, target, user_id, old, new):
+                return user_id
+        return None
+
+    async def sync_levels(service_id: str, target: str, actor: Optional[str]) -> int:
+        """Set ``target``'s level to their role's in the service room and its rooms; returns
+        how many rooms changed. A room's creator keeps their own level in it."""
+        level = P.role_level(directory.role(service_id, target))
+        changed = 0
+        room_ids = [service_id] + directory.rooms_of(service_id)
+        if len(room_ids) > MAX_LEVEL_SYNC_ROOMS:
+            log.warn("service.level_sync_capped", service_id=service_id, rooms=len(room_ids))
+            room_ids = room_ids[:MAX_LEVEL_SYNC_ROOMS]
+        for room_id in room_ids:
+            state = rooms.rooms.get(room_id)
+            if state is None or rooms.kinds.get(room_id) == "dm" or state.creator == target:
+                continue
+            levels = state.power_levels()
+            old = levels.user_level(target)
+            if old == level or levels.content is None:
+                continue
+            sender = _level_sender(state, actor, target, old, level)
+            if sender is None:
+                log.warn("service.level_sync_skipped", service_id=service_id, room_id=room_id)
+                continue
+            content = P.with_role_levels(dict(levels.content), {target: level})
+            content["_sharon_internal"] = _INTERNAL
+            await rooms.send_event(_system_session(sender, accounts), room_id, POWER_LEVELS, content, state_key="")
+            changed += 1
+        log.info("service.levels_synced", service_id=service_id, rooms=changed)
+        return changed
+
+    async def set_role(session: Session, service_id: str, target: str, role: str) -> Tuple[str, int]:
+        """Join ``target`` to the service if needed, record ``role`` and sync power levels.
+
+        The caller has checked ``session``'s rights; events are sent as ``session`` when it
+        is joined to the service with the power, else as the steward (server admins)."""
+        state = rooms.rooms[service_id]
+        inviter = _actor(service_id, session, P.ROLE)
+        if state.membership(target) != "join":
+            if state.membership(target) != "invite":
+                await rooms.set_membership(inviter, service_id, "invite", target)
+            await rooms.set_membership(_system_session(target, accounts), service_id, "join")
+        event_id, pos, _ = await rooms.send_event(inviter, service_id, P.ROLE, {"role": role},
+                                                  state_key=P.role_key(target))
+        await sync_levels(service_id, target, session.user_id)
+        return event_id, pos
+
+    ctx.extras["spaces"] = {"set_role": set_role, "sync_levels": sync_levels, "steward": _steward,
+                            "actor": _actor, "system_session": lambda u: _system_session(u, accounts)}
 
     async def link_child(session: Session, room_id: str, kind: str, options: Dict[str, Any]) -> None:
         service = options.get("service_id")
@@ -246,13 +381,11 @@ def install(ctx: Any) -> None:
             raise Forbidden("only admins can give staff roles")
         if accounts.pseudonym_of(target) is None:
             raise NotFound(f"no user {target} on this server", "user_id")
-        actor = _steward(service_id)
-        state = rooms.rooms[service_id]
-        if state.membership(target) != "join":
-            if state.membership(target) != "invite":
-                await rooms.set_membership(actor, service_id, "invite", target)
-            await rooms.set_membership(_system_session(target, accounts), service_id, "join")
-        event_id, pos, _ = await rooms.send_event(actor, service_id, P.ROLE, {"role": req.role}, state_key=P.role_key(target))
+        current = directory.role(service_id, target)
+        if current in P.STAFF_ROLES and not directory.is_admin(session.user_id) \
+                and directory.role(service_id, session.user_id) != "admin":
+            raise Forbidden("only admins can change a staff member's role", "user_id")
+        event_id, pos = await set_role(session, service_id, target, req.role)
         log.info("service.member_added", service_id=service_id, user_id=target, role=req.role)
         await _audit(session.user_id, "service.add_member", member=target, service=service_id,
                      details={"role": req.role})
@@ -266,7 +399,8 @@ def install(ctx: Any) -> None:
         if not directory.is_admin(session.user_id) and directory.role(service_id, session.user_id) != "admin":
             raise Forbidden("only admins can change a service's settings")
         settings = P.validate_settings(req.settings, directory.settings(service_id))
-        await rooms.send_event(_steward(service_id), service_id, P.SETTINGS, settings, state_key="")
+        await rooms.send_event(_actor(service_id, session, P.SETTINGS), service_id, P.SETTINGS, settings,
+                               state_key="")
         await _audit(session.user_id, "service.settings", service=service_id, details={"changed": req.settings})
         return {"settings": settings}
 
