@@ -175,37 +175,51 @@ class _SocialObserver(EventType):
         ctx.content.pop("mentions", None)
         if not texts:
             return
-        sender = ctx.session.user_id
+        # The scans below are regular-expression passes over the text: skip them (the
+        # common case) when the text cannot hold a mention or a tag (decision 0011).
+        joined = texts[0] if len(texts) == 1 else "\n".join(texts)
         service_id = ctx.scratch.get("service")
-        mentioned: List[str] = []
-        for name in extract_mentions(texts):
-            target = self.s.user_for(name)
-            if target is None or target == sender or target in mentioned:
-                continue
-            if self.s.may_mention(ctx.room_id, service_id, target):
-                mentioned.append(target)
-        if mentioned:
-            ctx.content["mentions"] = mentioned
-            ctx.scratch["social_mentions"] = mentioned
-        if service_id is not None:
-            ctx.scratch["social_tags"] = extract_hashtags(texts)
+        if "@" in joined:
+            sender = ctx.session.user_id
+            mentioned: List[str] = []
+            for name in extract_mentions(texts):
+                target = self.s.user_for(name)
+                if target is None or target == sender or target in mentioned:
+                    continue
+                if self.s.may_mention(ctx.room_id, service_id, target):
+                    mentioned.append(target)
+            if mentioned:
+                ctx.content["mentions"] = mentioned
+                ctx.scratch["social_mentions"] = mentioned
+        if service_id is not None and "#" in joined:
+            tags = extract_hashtags(texts)
+            if tags:
+                ctx.scratch["social_tags"] = tags
 
     def derive(self, ctx: SendContext, event_id: str, pos: int, event: Dict[str, Any]) -> Derived:
-        texts = ctx.scratch.get("social_texts")
+        scratch = ctx.scratch
+        texts = scratch.get("social_texts")
         out: Derived = []
         if texts:
             out.append((self.s.store.insert_doc, [
-                {"pos": pos, "room_id": ctx.room_id, "event_id": event_id, "body": "\n".join(texts)}]))
-        ts = event["origin_server_ts"]
-        tags = ctx.scratch.get("social_tags")
+                {"pos": pos, "room_id": ctx.room_id, "event_id": event_id,
+                 "body": texts[0] if len(texts) == 1 else "\n".join(texts)}]))
+            self.s.store.document_derived(pos)
+        tags = scratch.get("social_tags")
         if tags:
-            service_id = ctx.scratch["service"]
+            service_id = scratch["service"]
+            ts = event["origin_server_ts"]
             out.append((self.s.store.insert_tag, [
                 {"service_id": service_id, "tag": t, "pos": pos, "room_id": ctx.room_id,
                  "event_id": event_id, "ts": ts} for t in tags]))
+        notify = scratch.get("notify")
+        mentions = scratch.get("social_mentions")
+        if not notify and not mentions:
+            return out
+        ts = event["origin_server_ts"]
         sender = ctx.session.user_id
-        wanted: List[Tuple[str, str]] = list(ctx.scratch.get("notify") or ())
-        wanted += [(u, "mention") for u in ctx.scratch.get("social_mentions") or ()]
+        wanted: List[Tuple[str, str]] = list(notify or ())
+        wanted += [(u, "mention") for u in mentions or ()]
         rows: List[Dict[str, Any]] = []
         seen: Set[str] = set()
         for user_id, reason in wanted:
@@ -221,6 +235,8 @@ class _SocialObserver(EventType):
         return out
 
     def committed(self, ctx: SendContext, event_id: str, pos: int, event: Dict[str, Any]) -> None:
+        if ctx.scratch.get("social_texts"):
+            self.s.store.documents_committed()
         tags = ctx.scratch.get("social_tags")
         if tags:
             window = self.s.window(ctx.scratch["service"])

@@ -5,24 +5,37 @@ below from its observer's ``derive``); this store only reads, plus the start-up 
 full-text index and the staff approvals (not derived from events).
 
 Full-text search: ``search_docs`` holds each event's text. On SQLite an external-content
-FTS5 table ``search_fts`` (rowid = pos) indexes it, kept in step by an AFTER INSERT
-trigger; on PostgreSQL a GIN index on ``to_tsvector('simple', body)``. User queries never
+FTS5 table ``search_fts`` (rowid = pos) indexes it. It is NOT kept in step by a trigger
+(a per-row FTS5 insert inside the group-commit transaction cost the send path about a
+sixth: decision 0011): ``feed_search_index`` copies every ``search_docs`` row above the
+index's high-water mark in one bulk ``INSERT ... SELECT``; the feature runs it about every
+half second, at start-up, and before every search, so a search sees every committed post.
+The high-water mark is the index's own largest rowid (``max(id)`` of FTS5's ``docsize``
+shadow table), committed atomically with the entries, so a crash between an event's commit
+and the feed loses nothing: the next feed (at the latest, at start-up) picks the rows up.
+Positions are committed in increasing order (one group committer), which is what makes a
+single high-water mark enough. On PostgreSQL a GIN index on ``to_tsvector('simple', body)``,
+maintained by PostgreSQL itself; the feed is a no-op there. User queries never
 reach the FTS syntax: they are cut into word terms, each quoted (FTS5) or handed to
 ``plainto_tsquery`` (PostgreSQL), and always bound as parameters.
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import sqlalchemy as sa
+from twisted.logger import Logger
 
 from sharon_server.storage._sql import insert_for
 from sharon_server.storage.schema import events
 from sharon_server.storage.schema_social import notifications, search_docs, social_tag_approvals, social_tags
 
-__all__ = ["SocialStore", "ensure_search_index", "fts_terms", "MAX_QUERY_TERMS"]
+__all__ = ["SocialStore", "ensure_search_index", "feed_search_index", "fts_terms", "MAX_QUERY_TERMS"]
+
+log = Logger(namespace="sharon.social")
 
 MAX_QUERY_TERMS = 16
 _TERM = re.compile(r"\w+")
@@ -43,15 +56,33 @@ def _fts5_query(terms: Sequence[str]) -> str:
 _SQLITE_DDL = (
     "CREATE VIRTUAL TABLE IF NOT EXISTS search_fts USING fts5("
     "body, content='search_docs', content_rowid='pos', tokenize='unicode61 remove_diacritics 2')",
-    "CREATE TRIGGER IF NOT EXISTS search_docs_ai AFTER INSERT ON search_docs BEGIN "
-    "INSERT INTO search_fts(rowid, body) VALUES (new.pos, new.body); END",
-    "CREATE TRIGGER IF NOT EXISTS search_docs_ad AFTER DELETE ON search_docs BEGIN "
+    # Older databases indexed by a per-row trigger; the bulk feed replaces it.
+    "DROP TRIGGER IF EXISTS search_docs_ai",
+    # A deleted document leaves the index only if it was indexed (an external-content FTS5
+    # 'delete' of a row it never saw would corrupt the index).
+    "DROP TRIGGER IF EXISTS search_docs_ad",
+    "CREATE TRIGGER IF NOT EXISTS search_docs_ad2 AFTER DELETE ON search_docs "
+    "WHEN old.pos <= (SELECT coalesce(max(id), 0) FROM search_fts_docsize) BEGIN "
     "INSERT INTO search_fts(search_fts, rowid, body) VALUES ('delete', old.pos, old.body); END",
 )
 
+FEED_INTERVAL_S = 0.5
+"""How long after a committed document the index is fed (at most; a search feeds at once)."""
+
+FEED_BATCH = 5000
+"""Most ``search_docs`` rows one feed transaction indexes (the feed loops until caught up)."""
+
+_FEED_SQL = (
+    "INSERT INTO search_fts(rowid, body) SELECT pos, body FROM search_docs "
+    "WHERE pos > (SELECT coalesce(max(id), 0) FROM search_fts_docsize) ORDER BY pos LIMIT {limit}")
+
 
 async def ensure_search_index(engine: Any, dialect: str) -> bool:
-    """Create the dialect's full-text index if missing; True if it was created (and rebuilt)."""
+    """Create the dialect's full-text index if missing; True if it was created (and rebuilt).
+
+    On SQLite the index is then brought up to date (``feed_search_index``): whatever was
+    committed but not yet indexed when the server last stopped is indexed now.
+    """
     async with engine.begin() as conn:
         if dialect == "sqlite":
             exists = (await conn.exec_driver_sql(
@@ -60,11 +91,35 @@ async def ensure_search_index(engine: Any, dialect: str) -> bool:
                 await conn.exec_driver_sql(ddl)
             if not exists:
                 await conn.exec_driver_sql("INSERT INTO search_fts(search_fts) VALUES ('rebuild')")
-            return not exists
-        await conn.exec_driver_sql(
-            "CREATE INDEX IF NOT EXISTS ix_search_docs_tsv ON search_docs "
-            "USING gin (to_tsvector('simple', body))")
-        return False
+        else:
+            await conn.exec_driver_sql(
+                "CREATE INDEX IF NOT EXISTS ix_search_docs_tsv ON search_docs "
+                "USING gin (to_tsvector('simple', body))")
+            return False
+    await feed_search_index(engine, dialect)
+    return not exists
+
+
+async def feed_search_index(engine: Any, dialect: str, batch: int = FEED_BATCH) -> Tuple[int, int]:
+    """Index every ``search_docs`` row above the index's high-water mark.
+
+    Returns ``(rows indexed, the new high-water mark)``. One transaction per ``batch``
+    rows, looping until caught up. The caller serialises feeds (two at once would both
+    index the same rows). PostgreSQL maintains its own index: ``(0, 0)``.
+    """
+    if dialect != "sqlite":
+        return 0, 0
+    sql = _FEED_SQL.format(limit=max(1, int(batch)))
+    total = 0
+    while True:
+        async with engine.begin() as conn:
+            n = max(0, (await conn.exec_driver_sql(sql)).rowcount or 0)
+            if n < batch:
+                mark = (await conn.exec_driver_sql(
+                    "SELECT coalesce(max(id), 0) FROM search_fts_docsize")).scalar_one()
+        total += n
+        if n < batch:
+            return total, int(mark)
 
 
 class SocialStore:
@@ -79,6 +134,64 @@ class SocialStore:
         self.insert_notification = insert(notifications).on_conflict_do_nothing()
         self.insert_doc = insert(search_docs).on_conflict_do_nothing()
         self._insert_approval = insert(social_tag_approvals).on_conflict_do_nothing()
+        self._feed_lock = asyncio.Lock()
+        self._wanted = 0
+        self._indexed = 0
+        self._feed_timer: Optional[asyncio.TimerHandle] = None
+        self.fed_rows = 0
+        self.feeds = 0
+
+    # -- the full-text index feed (SQLite) ---------------------------------------------
+    def document_derived(self, pos: int) -> None:
+        """Note that a ``search_docs`` row at ``pos`` is on its way to the database."""
+        if pos > self._wanted:
+            self._wanted = pos
+
+    def documents_committed(self) -> None:
+        """Documents were committed: feed them to the index within ``FEED_INTERVAL_S``.
+
+        Called on the commit path: no I/O here, at most one timer armed at a time.
+        """
+        if self.dialect != "sqlite" or self._feed_timer is not None:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop (unit tests): the next search or start-up feeds them
+            return
+        self._feed_timer = loop.call_later(FEED_INTERVAL_S, self._feed_due)
+
+    def _feed_due(self) -> None:
+        self._feed_timer = None
+        asyncio.ensure_future(self._feed_logged())
+
+    async def _feed_logged(self) -> None:
+        try:
+            await self.catch_up()
+        except Exception:  # noqa: BLE001 - the next feed (or start-up) retries from the mark
+            log.failure("social.search_feed_failed")
+
+    async def catch_up(self) -> int:
+        """Index every committed document not indexed yet; returns how many rows were fed.
+
+        Nothing to do (no database round trip) when every document derived so far is
+        indexed; otherwise one feed, which indexes whatever has been committed by then.
+        """
+        if self.dialect != "sqlite" or (self._wanted <= self._indexed and not self._feed_lock.locked()):
+            return 0
+        async with self._feed_lock:
+            if self._wanted <= self._indexed:
+                return 0
+            n, mark = await feed_search_index(self._w, self.dialect)
+            self._indexed = max(self._indexed, mark)
+        self.feeds += 1
+        self.fed_rows += n
+        return n
+
+    def stop(self) -> None:
+        """Cancel a pending feed (the rows are indexed at the next start-up)."""
+        if self._feed_timer is not None:
+            self._feed_timer.cancel()
+            self._feed_timer = None
 
     # -- tags --------------------------------------------------------------------------
     async def tags_since(self, since_ts: int) -> List[Tuple[str, str, int]]:
@@ -172,6 +285,7 @@ class SocialStore:
         """``(pos, event_id, json, snippet)`` of events in ``rooms`` matching every term, newest first."""
         if not rooms or not terms:
             return []
+        await self.catch_up()
         params: Dict[str, Any] = {"rooms": list(rooms), "limit": limit,
                                   "before": before if before is not None else 2**62}
         if self.dialect == "sqlite":
