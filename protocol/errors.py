@@ -310,9 +310,95 @@ class NoIdentity(NotFound):
 
 # -- errors of risk detection and member controls (#6) --
 
+
+class CannotBlockStaff(Forbidden):
+    """Staff of a service you share (and server admins) cannot be blocked: safety and
+    moderation messages must reach every member. Report a staff member instead."""
+
+    code = "cannot_block_staff"
+
+
+class TooManyBlocks(Conflict):
+    """The member already blocks the most members one account may block."""
+
+    code = "too_many_blocks"
+
+
 # -- errors of reports and triage (#6) --
 
+class TriageItemNotFound(NotFound):
+    """No open triage item has that ID (it never existed, or its case is closed)."""
+
+    code = "triage_item_not_found"
+
+
+class TriageItemClaimed(Conflict):
+    """Another staff member has claimed the item; only they (or an admin) may work it."""
+
+    code = "triage_item_claimed"
+
+
+class AlreadyReported(Conflict):
+    """The caller already has an open report on this target; the case is being looked at."""
+
+    code = "already_reported"
+
+
+class ReportNoService(BadField):
+    """The reported room belongs to no service, so no service's moderators can take it."""
+
+    code = "report_no_service"
+
+
+class NoClinician(NotFound):
+    """The service has no clinician to escalate to."""
+
+    code = "no_clinician"
+
+
 # -- errors of moderation and sanctions (#6) --
+
+
+class UnknownRule(BadField):
+    """``rule`` names no rule of the service's house rules (the reason lists the IDs)."""
+
+    code = "unknown_rule"
+
+
+class Muted(Forbidden):
+    """The sender is muted in this service; the reason names until when."""
+
+    code = "muted"
+
+
+class Suspended(Forbidden):
+    """The account is suspended: it cannot log in or use its sessions until the named time."""
+
+    code = "suspended"
+
+
+class Banned(Forbidden):
+    """The user is banned from this service and cannot join it or its rooms."""
+
+    code = "banned"
+
+
+class AlreadyDecided(Conflict):
+    """The held post, sanction or appeal was already decided (approved, rejected, lifted)."""
+
+    code = "already_decided"
+
+
+class AppealExists(Conflict):
+    """This sanction already has an appeal: each sanction can be appealed once."""
+
+    code = "appeal_exists"
+
+
+class SameModerator(Forbidden):
+    """An appeal must be decided by a moderator other than the one who issued the sanction."""
+
+    code = "same_moderator"
 
 
 def _collect() -> Dict[str, type]:

@@ -45,6 +45,10 @@ class Hub:
         self._pump: Deque[Tuple[Dict[Any, Any], List[Subscriber]]] = deque()
         self._pumping = False
         self.frames_out = 0
+        self.blocked_by: Dict[str, Set[str]] = {}
+        """Sender -> users who blocked them (kept by the controls feature): not delivered live."""
+        self.observed_rooms: Callable[[str], Iterable[str]] = lambda user_id: ()
+        """Rooms a user observes without a membership (staff; set by the staff feature)."""
 
     # -- subscriptions -------------------------------------------------------------
     def add_connection(self, conn: Subscriber, user_id: str, rooms: Iterable[str]) -> None:
@@ -52,6 +56,16 @@ class Hub:
         self.user_conns.setdefault(user_id, set()).add(conn)
         for room_id in rooms:
             self.room_subs.setdefault(room_id, set()).add(conn)
+        for room_id in self.observed_rooms(user_id):
+            self.room_subs.setdefault(room_id, set()).add(conn)
+
+    def observe(self, user_id: str, room_id: str, on: bool) -> None:
+        """Subscribe (or unsubscribe) every live connection of ``user_id`` to a room it
+        observes without a membership (later connections get it from ``observed_rooms``)."""
+        if on:
+            self.join(user_id, room_id)
+        else:
+            self.part(user_id, room_id)
 
     def remove_connection(self, conn: Subscriber, user_id: Optional[str]) -> None:
         """Forget ``conn`` everywhere (on close, logout or re-auth)."""
@@ -95,6 +109,10 @@ class Hub:
             if extra:
                 seen = set(targets)
                 targets.extend(c for c in extra if c not in seen)
+        if self.blocked_by and targets:  # empty dict when nobody blocks anyone: one check
+            blockers = self.blocked_by.get(client_event.get("sender"))
+            if blockers and "state_key" not in client_event:
+                targets = [c for c in targets if c.user_id not in blockers]
         if not targets:
             return
         self._pump.append(({"event": client_event}, targets))

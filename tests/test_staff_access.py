@@ -1,0 +1,214 @@
+"""Staff in any room (#5): observe without a membership, visible staff joins, the moderation
+notice, member cards, the audit trail of each, and every role boundary, on one real server."""
+
+from __future__ import annotations
+
+import pytest
+
+from protocol.errors import BadField, Forbidden, MissingField, NotFound, NotInRoom, UnknownOp
+from protocol.staff import NOTICE
+from tests.conftest import ServerProcess
+from tests.helpers import all_history, messages_until, user
+from tests.staff_helpers import (
+    contains_any, grant_admin, make_identity, put_identity, service_with_staff, values_of,
+)
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory):
+    proc = ServerProcess(tmp_path_factory.mktemp("staff") / "sharon-data").start()
+    yield proc
+    proc.stop()
+
+
+async def _world(server):
+    """An admin, two services, members, and staff of each role."""
+    admin = await user(server, "admin")
+    grant_admin(server, admin.pseudonym)
+    alice, bob, peer = await user(server, "alice"), await user(server, "bob"), await user(server, "peer")
+    mod, clin = await user(server, "mod"), await user(server, "clin")
+    other_mod, other_clin = await user(server, "omod"), await user(server, "oclin")
+    service = await service_with_staff(admin, "Perinatal", members=(alice, bob),
+                                       roles={"peer": (peer,), "moderator": (mod,), "clinician": (clin,)})
+    other = await service_with_staff(admin, "Eating disorders",
+                                     roles={"moderator": (other_mod,), "clinician": (other_clin,)})
+    return dict(admin=admin, alice=alice, bob=bob, peer=peer, mod=mod, clin=clin,
+                other_mod=other_mod, other_clin=other_clin, service=service, other=other)
+
+
+async def _close(w):
+    for value in w.values():
+        if hasattr(value, "close"):
+            await value.close()
+
+
+async def _audit(admin, action, **filters):
+    return (await admin.request("audit_query", action=action, limit=50, **filters))["entries"]
+
+
+def test_observe_without_membership_live_history_and_audit(shared, run):
+    async def scenario():
+        w = await _world(shared)
+        alice, bob, mod, admin = w["alice"], w["bob"], w["mod"], w["admin"]
+        room = (await alice.request("create_room", kind="chat", name="Night feeds", public=False,
+                                    service_id=w["service"]))["room_id"]
+        await alice.invite(room, bob.user_id)
+        await bob.join(room)
+        before = {r["room_id"]: r["members"] for r in await alice.rooms()}[room]
+
+        observed = await mod.request("moderate_join", room_id=room)
+        assert observed["visible"] is False and observed["role"] == "moderator"
+        assert "moderated by the Perinatal team" in observed["notice"]
+        assert mod.pseudonym not in observed["notice"]
+        await mod.sync()
+        await alice.send(room, "is anyone awake")
+        [live] = await messages_until(mod, 1)
+        assert live["room_id"] == room and live["content"]["body"] == "is anyone awake"
+        history = await all_history(mod, room)
+        assert any(e["type"] == "m.room.message" for e in history)
+        # nobody sees the observer: no membership event, the same member count
+        assert not any(e["type"] == "m.room.member" and e["state_key"] == mod.user_id for e in history)
+        assert {r["room_id"]: r["members"] for r in await alice.rooms()}[room] == before
+        listed = (await mod.request("moderating"))["rooms"]
+        assert [(r["room_id"], r["visible"], r["service_id"]) for r in listed] == [(room, False, w["service"])]
+        [entry] = await _audit(admin, "staff.observe", actor=mod.user_id)
+        assert entry["service"] == w["service"] and entry["details"]["room_id"] == room
+
+        # a new connection of the observer is live in the room too
+        from clients.client import SharonClient
+        from tests.helpers import PASSWORD
+        second = await SharonClient.connect(shared.ws_url)
+        await second.login(mod.pseudonym, PASSWORD)
+        await second.sync()
+        await bob.send(room, "me")
+        assert (await messages_until(second, 1))[0]["content"]["body"] == "me"
+
+        await mod.request("moderate_leave", room_id=room)
+        with pytest.raises(NotInRoom):
+            await mod.history(room)
+        assert (await mod.request("moderating"))["rooms"] == []
+        assert len(await _audit(admin, "staff.leave", actor=mod.user_id)) == 1
+        with pytest.raises(NotFound):
+            await mod.request("moderate_leave", room_id=room)
+        await second.close()
+        await _close(w)
+
+    run(scenario(), timeout_s=60)
+
+
+def test_visible_join_of_a_dm_shows_a_staff_badge(shared, run):
+    async def scenario():
+        w = await _world(shared)
+        alice, bob, clin, admin = w["alice"], w["bob"], w["clin"], w["admin"]
+        dm = (await alice.request("create_dm", user_id=bob.user_id))["room_id"]
+        await alice.sync()
+        joined = await clin.request("moderate_join", room_id=dm, visible=True)
+        assert joined["visible"] is True and joined["role"] == "clinician"
+        while True:
+            event = await alice.next_event()
+            if event["type"] == "m.room.member" and event["state_key"] == clin.user_id \
+                    and event["content"]["membership"] == "join":
+                break
+        assert event["content"]["staff"] == {"role": "clinician"}
+        assert event["content"]["pseudonym"] == clin.pseudonym
+        await clin.send(dm, "hello from the team")
+        assert (await messages_until(alice, 1))[0]["sender"] == clin.user_id
+        assert len(await _audit(admin, "staff.join", actor=clin.user_id)) == 1
+        await clin.request("moderate_leave", room_id=dm)
+        assert dm not in {r["room_id"] for r in await clin.rooms()}
+        await _close(w)
+
+    run(scenario(), timeout_s=60)
+
+
+def test_who_may_moderate_which_room(shared, run):
+    async def scenario():
+        w = await _world(shared)
+        alice, bob, admin = w["alice"], w["bob"], w["admin"]
+        room = (await alice.request("create_room", kind="chat", name="Service room", public=True,
+                                    service_id=w["service"]))["room_id"]
+        dm = (await alice.request("create_dm", user_id=bob.user_id))["room_id"]
+        outside = (await alice.create_room("chat", "No service", public=False))["room_id"]
+        for who in ("alice", "bob", "peer", "other_mod", "other_clin"):
+            for target in (room, dm):
+                with pytest.raises(Forbidden):
+                    await w[who].request("moderate_join", room_id=target)
+                with pytest.raises(Forbidden):
+                    await w[who].request("member_card", room_id=target, user_id=alice.user_id)
+        # a room outside every service: server admins only
+        with pytest.raises(Forbidden):
+            await w["mod"].request("moderate_join", room_id=outside)
+        assert (await admin.request("moderate_join", room_id=outside))["role"] == "admin"
+        await admin.history(outside)
+        # staff of the service, every staff role
+        for who in ("mod", "clin"):
+            assert (await w[who].request("moderate_join", room_id=room))["visible"] is False
+        # the audit log is for server admins only
+        for who in ("alice", "mod", "clin"):
+            with pytest.raises(Forbidden):
+                await w[who].request("audit_query")
+        # bad input names the field
+        with pytest.raises(MissingField) as exc:
+            await w["mod"].request("moderate_join")
+        assert exc.value.field == "room_id"
+        with pytest.raises(MissingField) as exc:
+            await w["mod"].request("member_card", user_id=alice.user_id)
+        assert exc.value.field == "room_id"
+        with pytest.raises(BadField) as exc:
+            await admin.request("audit_query", limit=0)
+        assert exc.value.field == "limit"
+        await _close(w)
+
+    run(scenario(), timeout_s=60)
+
+
+def test_every_service_room_and_dm_carries_the_moderation_notice(shared, run):
+    async def scenario():
+        w = await _world(shared)
+        alice, bob, mod = w["alice"], w["bob"], w["mod"]
+        await mod.request("moderate_join", room_id=w["service"])
+        for kind in ("chat", "forum"):
+            room = (await alice.request("create_room", kind=kind, name="Room", public=True,
+                                        service_id=w["service"]))["room_id"]
+            notices = [e for e in await all_history(alice, room) if e["type"] == NOTICE]
+            assert len(notices) == 1 and notices[0]["state_key"] == ""
+            text = notices[0]["content"]["notice"]
+            assert "Perinatal" in text and mod.pseudonym not in text and mod.user_id not in text
+        dm = (await alice.request("create_dm", user_id=bob.user_id))["room_id"]
+        assert [e for e in await all_history(bob, dm) if e["type"] == NOTICE]
+        outside = (await alice.create_room("chat", "No service", public=True))["room_id"]
+        assert not [e for e in await all_history(alice, outside) if e["type"] == NOTICE]
+        # no op lets a client send it (only the server sets it)
+        with pytest.raises(UnknownOp):
+            await alice.request("send_event", room_id=dm, type=NOTICE, state_key="", content={"notice": "x"})
+        await _close(w)
+
+    run(scenario(), timeout_s=60)
+
+
+def test_member_cards_carry_no_identity(shared, run):
+    async def scenario():
+        w = await _world(shared)
+        alice, mod, clin = w["alice"], w["mod"], w["clin"]
+        identity = make_identity(101)
+        await put_identity(shared, alice.user_id, identity)
+        card = await mod.request("member_card", service_id=w["service"], user_id=alice.user_id)
+        assert card["user_id"] == alice.user_id and card["pseudonym"] == alice.pseudonym
+        assert card["role"] == "member" and card["service_id"] == w["service"]
+        assert card["account_age_days"] == 0 and card["has_identity"] is True
+        assert card["membership"] == "join" and type(card["joined_ts"]) is int
+        assert contains_any(card, values_of(identity)) == []
+        room = (await alice.request("create_room", kind="chat", name="R", public=True,
+                                    service_id=w["service"]))["room_id"]
+        by_room = await clin.request("member_card", room_id=room, user_id=alice.user_id)
+        assert by_room["room_id"] == room and by_room["role"] == "member"
+        with pytest.raises(NotFound) as exc:
+            await mod.request("member_card", service_id=w["service"], user_id=w["other_mod"].user_id)
+        assert exc.value.field == "user_id"
+        entries = await _audit(w["admin"], "staff.card", member=alice.user_id)
+        assert {e["actor"] for e in entries} == {mod.user_id, clin.user_id}
+        await _close(w)
+
+    run(scenario(), timeout_s=60)
