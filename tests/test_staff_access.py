@@ -25,11 +25,11 @@ def shared(tmp_path_factory):
 
 async def _world(server):
     """An admin, two services, members, and staff of each role."""
-    admin = await user(server, "admin")
+    admin = await user(server, "keeper")
     grant_admin(server, admin.pseudonym)
-    alice, bob, peer = await user(server, "alice"), await user(server, "bob"), await user(server, "peer")
-    mod, clin = await user(server, "mod"), await user(server, "clin")
-    other_mod, other_clin = await user(server, "omod"), await user(server, "oclin")
+    alice, bob, peer = await user(server, "alice"), await user(server, "bob"), await user(server, "robin")
+    mod, clin = await user(server, "owl"), await user(server, "heron")
+    other_mod, other_clin = await user(server, "finch"), await user(server, "wren")
     service = await service_with_staff(admin, "Perinatal", members=(alice, bob),
                                        roles={"peer": (peer,), "moderator": (mod,), "clinician": (clin,)})
     other = await service_with_staff(admin, "Eating disorders",

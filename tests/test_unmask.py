@@ -1,0 +1,211 @@
+"""Unmasking (#5): reason codes, a second approver, self-approval refused, views only by the
+requester and only before the TTL, every step in the audit log, every role boundary."""
+
+from __future__ import annotations
+
+import pytest
+
+from protocol.errors import (
+    BadField, Forbidden, NoIdentity, NotFound, UnmaskDecided, UnmaskExpired, UnmaskNotApproved,
+    UnmaskSelfApproval,
+)
+from protocol.identity import Identity
+from tests.conftest import ServerProcess
+from tests.helpers import user
+from tests.staff_helpers import (
+    contains_any, grant_admin, make_identity, put_identity, service_with_staff, values_of,
+)
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory):
+    proc = ServerProcess(tmp_path_factory.mktemp("unmask") / "sharon-data").start()
+    yield proc
+    proc.stop()
+
+
+async def _world(server, settings=None, seed=1):
+    admin = await user(server, "keeper")
+    grant_admin(server, admin.pseudonym)
+    alice, bob, peer = await user(server, "alice"), await user(server, "bob"), await user(server, "robin")
+    mod, clin, other_clin = await user(server, "owl"), await user(server, "heron"), await user(server, "wren")
+    service = await service_with_staff(admin, "Perinatal", members=(alice, bob), settings=settings,
+                                       roles={"peer": (peer,), "moderator": (mod,), "clinician": (clin,)})
+    other = await service_with_staff(admin, "Psychosis", roles={"clinician": (other_clin,)})
+    identity = make_identity(seed)
+    await put_identity(server, alice.user_id, identity)
+    return dict(admin=admin, alice=alice, bob=bob, peer=peer, mod=mod, clin=clin, other_clin=other_clin,
+                service=service, other=other, identity=identity)
+
+
+async def _close(w):
+    for value in w.values():
+        if hasattr(value, "close"):
+            await value.close()
+
+
+async def _actions(admin, request_id):
+    """The audit entries of one request, oldest first, as (action, actor)."""
+    entries = (await admin.request("audit_query", limit=100))["entries"]
+    return [(e["action"], e["actor"]) for e in reversed(entries)
+            if e["details"].get("request_id") == request_id]
+
+
+async def _push(client, op):
+    while True:
+        frame = await client.next_frame()
+        if frame.get("op") == op:
+            return frame
+
+
+def test_a_second_approver_releases_the_identity_to_the_requester_only(shared, run):
+    async def scenario():
+        w = await _world(shared, seed=11)
+        mod, clin, alice, admin = w["mod"], w["clin"], w["alice"], w["admin"]
+        await clin.sync()
+        await mod.sync()
+        asked = await mod.request("unmask_request", service_id=w["service"], user_id=alice.user_id,
+                                  reason_code="safeguarding", reason="disclosed plans tonight")
+        assert asked["status"] == "pending" and asked["pseudonym"] == alice.pseudonym
+        rid = asked["request_id"]
+        pending = await _push(clin, "unmask_pending")
+        assert pending["request"]["request_id"] == rid and contains_any(pending, values_of(w["identity"])) == []
+
+        # a moderator without a second approver sees nothing, and cannot approve their own request
+        with pytest.raises(UnmaskNotApproved):
+            await mod.request("unmask_view", request_id=rid)
+        with pytest.raises(UnmaskSelfApproval):
+            await mod.request("unmask_approve", request_id=rid)
+        listed = (await clin.request("unmask_requests", service_id=w["service"], status="pending"))["requests"]
+        assert [r["request_id"] for r in listed] == [rid]
+
+        approved = await clin.request("unmask_approve", request_id=rid)
+        assert approved["status"] == "approved" and approved["decided_by"] == clin.user_id
+        assert approved["expires_ts"] > approved["decided_ts"]
+        decided = await _push(mod, "unmask_decided")
+        assert decided["request"]["status"] == "approved"
+        with pytest.raises(UnmaskDecided):
+            await clin.request("unmask_approve", request_id=rid)
+        with pytest.raises(UnmaskDecided):
+            await clin.request("unmask_refuse", request_id=rid, reason="changed my mind")
+        # only the requester views it
+        for other in (clin, admin, alice):
+            with pytest.raises(Forbidden):
+                await other.request("unmask_view", request_id=rid)
+        seen = await mod.request("unmask_view", request_id=rid)
+        assert Identity.parse(seen["identity"]) == Identity.parse(w["identity"])
+        assert seen["user_id"] == alice.user_id
+        await mod.request("unmask_view", request_id=rid)
+        assert await _actions(admin, rid) == [
+            ("unmask.request", mod.user_id), ("unmask.approve", clin.user_id),
+            ("unmask.view", mod.user_id), ("unmask.view", mod.user_id)]
+        # the audit trail itself holds no identity
+        trail = (await admin.request("audit_query", member=alice.user_id, limit=100))["entries"]
+        assert trail and contains_any(trail, values_of(w["identity"])) == []
+        await _close(w)
+
+    run(scenario(), timeout_s=60)
+
+
+def test_a_refused_request_never_shows_the_identity(shared, run):
+    async def scenario():
+        w = await _world(shared, seed=12)
+        mod, clin, alice, admin = w["mod"], w["clin"], w["alice"], w["admin"]
+        rid = (await clin.request("unmask_request", service_id=w["service"], user_id=alice.user_id,
+                                  reason_code="clinical_review", reason="review"))["request_id"]
+        refused = await mod.request("unmask_refuse", request_id=rid, reason="not enough grounds")
+        assert refused["status"] == "refused" and refused["decision_reason"] == "not enough grounds"
+        with pytest.raises(UnmaskNotApproved):
+            await clin.request("unmask_view", request_id=rid)
+        assert await _actions(admin, rid) == [("unmask.request", clin.user_id), ("unmask.refuse", mod.user_id)]
+        await _close(w)
+
+    run(scenario(), timeout_s=60)
+
+
+def test_role_boundaries_and_bad_input(shared, run):
+    async def scenario():
+        w = await _world(shared, seed=13)
+        mod, clin, alice, bob = w["mod"], w["clin"], w["alice"], w["bob"]
+        ask = dict(service_id=w["service"], user_id=alice.user_id, reason_code="risk_to_life", reason="r")
+        for who in ("alice", "bob", "peer", "other_clin"):  # members, peers, a clinician of another service
+            with pytest.raises(Forbidden):
+                await w[who].request("unmask_request", **ask)
+            with pytest.raises(Forbidden):
+                await w[who].request("unmask_requests", service_id=w["service"])
+        rid = (await mod.request("unmask_request", **ask))["request_id"]
+        with pytest.raises(Forbidden):  # a clinician of another service cannot approve it either
+            await w["other_clin"].request("unmask_approve", request_id=rid)
+        with pytest.raises(BadField) as exc:
+            await mod.request("unmask_request", **dict(ask, reason_code="curiosity"))
+        assert exc.value.field == "reason_code"
+        with pytest.raises(NoIdentity) as exc:  # a member with no identity in the vault
+            await mod.request("unmask_request", **dict(ask, user_id=bob.user_id))
+        assert exc.value.field == "user_id"
+        with pytest.raises(NotFound) as exc:  # not a member of this service
+            await mod.request("unmask_request", **dict(ask, user_id=w["other_clin"].user_id))
+        assert exc.value.field == "user_id"
+        with pytest.raises(NotFound) as exc:
+            await clin.request("unmask_approve", request_id="um_nope")
+        assert exc.value.field == "request_id"
+        with pytest.raises(BadField) as exc:
+            await mod.request("unmask_requests", service_id=w["service"], status="maybe")
+        assert exc.value.field == "status"
+        await mod.ping()  # still serving
+        await _close(w)
+
+    run(scenario(), timeout_s=60)
+
+
+def test_without_a_second_approver_the_request_is_approved_at_once(shared, run):
+    async def scenario():
+        w = await _world(shared, settings={"unmask_requires_second_approver": False}, seed=14)
+        mod, alice, admin = w["mod"], w["alice"], w["admin"]
+        asked = await mod.request("unmask_request", service_id=w["service"], user_id=alice.user_id,
+                                  reason_code="police_request", reason="warrant 123")
+        assert asked["status"] == "approved" and asked["decided_by"] == mod.user_id
+        seen = await mod.request("unmask_view", request_id=asked["request_id"])
+        assert Identity.parse(seen["identity"]) == Identity.parse(w["identity"])
+        assert await _actions(admin, asked["request_id"]) == [
+            ("unmask.request", mod.user_id), ("unmask.approve", mod.user_id), ("unmask.view", mod.user_id)]
+        with pytest.raises(BadField) as exc:
+            await admin.request("service_settings", service_id=w["service"],
+                                settings={"unmask_requires_second_approver": "no"})
+        assert exc.value.field == "settings.unmask_requires_second_approver"
+        await _close(w)
+
+    run(scenario(), timeout_s=60)
+
+
+def test_an_expired_unmask_is_refused_and_audited(server_factory, run):
+    server = server_factory(env={"SHARON_UNMASK_TTL_MS": "1"})
+
+    async def scenario():
+        w = await _world(server, seed=15)
+        mod, clin, alice, admin = w["mod"], w["clin"], w["alice"], w["admin"]
+        rid = (await mod.request("unmask_request", service_id=w["service"], user_id=alice.user_id,
+                                 reason_code="safeguarding", reason="r"))["request_id"]
+        approved = await clin.request("unmask_approve", request_id=rid)
+        assert approved["expires_ts"] == approved["decided_ts"] + 1
+        # wait on the server's own clock: event timestamps come from the same clock
+        room = (await mod.request("create_room", kind="chat", name="clock", public=False,
+                                  service_id=w["service"]))["room_id"]
+        while True:
+            sent = await mod.send(room, "tick")
+            page = await mod.history(room, limit=1)
+            assert page["events"][0]["event_id"] == sent["event_id"]
+            if page["events"][0]["origin_server_ts"] >= approved["expires_ts"]:
+                break
+        with pytest.raises(UnmaskExpired):
+            await mod.request("unmask_view", request_id=rid)
+        with pytest.raises(UnmaskExpired):
+            await mod.request("unmask_view", request_id=rid)
+        listed = (await mod.request("unmask_requests", service_id=w["service"], status="expired"))["requests"]
+        assert [r["request_id"] for r in listed] == [rid]
+        assert await _actions(admin, rid) == [
+            ("unmask.request", mod.user_id), ("unmask.approve", clin.user_id), ("unmask.expired", mod.user_id)]
+        await _close(w)
+
+    run(scenario(), timeout_s=60)
