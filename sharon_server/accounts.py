@@ -89,6 +89,9 @@ class AccountService:
         self._token_cache_size = token_cache_size
         self.pseudonyms: Dict[str, str] = {}
         self.on_revoke: List[Callable[[bytes], None]] = []
+        self.gates: List[Callable[[str], None]] = []
+        """``gate(user_id)`` raises a SharonError to refuse a login or token (e.g. a
+        suspended account); called on every login and authentication, so keep it O(1)."""
         # A real hash to verify against when the pseudonym is unknown, so that a miss and a
         # wrong password take the same time and do not reveal which pseudonyms exist.
         self._dummy_hash = self._hasher.hash(os.urandom(16).hex())
@@ -124,6 +127,8 @@ class AccountService:
         ok = await loop.run_in_executor(None, self._verify, stored, password)
         if row is None or not ok:
             raise BadCredentials("unknown pseudonym or wrong password")
+        for gate in self.gates:
+            gate(row.user_id)
         return await self._new_device(row.user_id, row.pseudonym, device_name)
 
     def _verify(self, stored: str, password: str) -> bool:
@@ -154,11 +159,15 @@ class AccountService:
         digest = _token_hash(token)
         cached = self._tokens.get(digest)
         if cached is not None:
+            for gate in self.gates:
+                gate(cached.user_id)
             self._tokens.move_to_end(digest)
             return cached
         row = await self._store.device_for_token(digest)
         if row is None:
             raise UnknownToken("unknown or revoked access token", "token")
+        for gate in self.gates:
+            gate(row.user_id)
         session = Session(row.user_id, row.device_id, self.pseudonyms.get(row.user_id, ""), digest)
         self._remember(session)
         return session
@@ -169,6 +178,16 @@ class AccountService:
         await self._store.delete_device(session.user_id, session.device_id)
         for listener in self.on_revoke:
             listener(session.token_hash)
+
+    async def revoke_user(self, user_id: str) -> int:
+        """Revoke every device and token of ``user_id`` (a suspension); returns how many."""
+        devices = await self._store.devices(user_id)
+        for device in devices:
+            self._tokens.pop(device.token_hash, None)
+            await self._store.delete_device(user_id, device.device_id)
+            for listener in self.on_revoke:
+                listener(device.token_hash)
+        return len(devices)
 
     def cache_size(self) -> int:
         """How many sessions the token cache holds (for memory reporting)."""

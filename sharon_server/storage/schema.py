@@ -117,6 +117,7 @@ txns = sa.Table(
 from sharon_server.storage import (  # noqa: E402,F401
     schema_audit, schema_content, schema_dms, schema_media, schema_social, schema_spaces, schema_vault,
 )
+from sharon_server.storage import schema_invites  # noqa: E402,F401
 from sharon_server.storage import schema_staff  # noqa: E402,F401
 from sharon_server.storage import schema_triage  # noqa: E402,F401
 from sharon_server.storage import schema_moderation  # noqa: E402,F401
