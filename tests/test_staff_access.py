@@ -3,6 +3,8 @@ notice, member cards, the audit trail of each, and every role boundary, on one r
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from protocol.errors import BadField, Forbidden, MissingField, NotFound, NotInRoom, UnknownOp
@@ -212,3 +214,58 @@ def test_member_cards_carry_no_identity(shared, run):
         await _close(w)
 
     run(scenario(), timeout_s=60)
+
+
+def test_cli_moderates_cards_unmasks_and_reads_the_audit(shared, run, tmp_path):
+    from tests.test_cli import Stream, User
+    from clients.client import SharonClient
+    from tests.helpers import PASSWORD
+
+    keeper = User(shared, tmp_path / "keeper", "keeper").register()
+    owl = User(shared, tmp_path / "owl", "owl").register()
+    heron = User(shared, tmp_path / "heron", "heron").register()
+    alice = User(shared, tmp_path / "alice", "alice").register()
+    grant_admin(shared, keeper.pseudonym)
+    identity = make_identity(202)
+
+    async def setup():
+        admin = await SharonClient.connect(shared.ws_url)
+        await admin.login(keeper.pseudonym, PASSWORD)
+        service = (await admin.request("create_service", name="Bereavement"))["service_id"]
+        await admin.request("service_add_member", service_id=service, user_id=alice.user_id)
+        await admin.request("service_add_member", service_id=service, user_id=owl.user_id, role="moderator")
+        await admin.request("service_add_member", service_id=service, user_id=heron.user_id, role="clinician")
+        await admin.close()
+        await put_identity(shared, alice.user_id, identity)
+        return service
+
+    service = run(setup())
+    room = alice.ok("create-room", "Evenings", "--kind", "chat", "--service", service).strip()
+    assert "moderated by the Bereavement team" in alice.ok("notice", room)
+    tail = Stream(alice, "tail", room)
+    try:
+        assert "moderated by the Bereavement team" in tail.wait_err("moderated by")
+    finally:
+        tail.kill()
+    result = owl.run("mod", "join", room)
+    assert result.returncode == 0 and "observing as moderator" in result.stdout
+    assert "moderated by" in result.stderr
+    assert room in owl.ok("mod", "list")
+    card = owl.ok("mod", "card", "--service", service, alice.user_id, "--json")
+    assert json.loads(card)["role"] == "member" and contains_any(card, values_of(identity)) == []
+    refused = alice.run("mod", "join", room)
+    assert refused.returncode == 1 and "forbidden" in refused.stderr
+
+    asked = json.loads(owl.ok("unmask", "request", service, alice.user_id, "--reason-code", "safeguarding",
+                              "--reason", "threat to self", "--json"))
+    assert asked["status"] == "pending"
+    assert "unmask_self_approval" in owl.run("unmask", "approve", asked["request_id"]).stderr
+    assert "approved" in heron.ok("unmask", "approve", asked["request_id"])
+    assert asked["request_id"] in heron.ok("unmask", "list", service, "--status", "approved")
+    viewed = owl.run("unmask", "view", asked["request_id"])
+    assert viewed.returncode == 0 and identity["name"] in viewed.stdout and "audit log" in viewed.stderr
+    audit = keeper.ok("audit", "--action", "unmask.view", "--json")
+    [entry] = [json.loads(line) for line in audit.splitlines()]
+    assert entry["actor"] == owl.user_id and entry["member"] == alice.user_id
+    assert "forbidden" in owl.run("audit").stderr
+    assert owl.ok("mod", "leave", room).strip() == room

@@ -403,6 +403,9 @@ async def cmd_tail(args: argparse.Namespace) -> int:
     try:
         room = await _room_id(client, args.room)
         await client.history(room, limit=1)  # not a member: fail now rather than wait forever
+        notice = next((r.get("moderation_notice") for r in await client.rooms() if r.get("room_id") == room), None)
+        if isinstance(notice, str):
+            _err(f"sharon: {render.clean(notice)}")  # the moderation notice (#5)
         while True:
             try:
                 live = await client.sync(since=since)

@@ -202,6 +202,20 @@ def install(ctx: Any) -> None:
 
     rooms.created_hooks.append(on_created)
 
+    def show_notice(user_id: str, summaries: List[Dict[str, Any]]) -> None:
+        """Room lists carry the moderation notice (``moderation_notice``) so clients show it."""
+        for summary in summaries:
+            state = rooms.rooms.get(summary.get("room_id", ""))
+            event = state.get(P.NOTICE, "") if state is not None else None
+            if event is not None and isinstance(event["content"].get("notice"), str):
+                summary["moderation_notice"] = event["content"]["notice"]
+
+    decorators = ctx.extras.setdefault("room_list_decorators", [])
+    decorators.append(show_notice)
+    core_list = getattr(rooms, "room_list_decorators", None)
+    if isinstance(core_list, list) and core_list is not decorators:
+        core_list.append(show_notice)
+
     async def load() -> None:
         await staff.load()
         added = 0
