@@ -535,7 +535,7 @@ class _OutOfHours(EventType):
         self.t = triage
 
     def prepare(self, ctx: SendContext) -> None:
-        if "risk" not in ctx.scratch or ctx.approved:
+        if ctx.scratch.get("risk") is None or ctx.approved:  # the common case: nothing to do
             return
         service_id = ctx.scratch.get("service")
         if not service_id:
@@ -564,7 +564,7 @@ def install(ctx: Any) -> None:
     services, rooms, accounts = ctx.services, ctx.rooms, ctx.accounts
 
     def out_of_hours_hold(send: SendContext) -> Optional[str]:
-        if send.approved or "risk" not in send.scratch:
+        if send.approved or send.scratch.get("risk") is None:
             return None
         service_id = send.scratch.get("service")
         if not service_id:
