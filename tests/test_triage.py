@@ -379,3 +379,45 @@ def test_open_items_and_duty_survive_a_restart(server, run):
         await mod.close()
 
     run(after(), 60)
+
+
+def test_cli_report_duty_rota_and_queue(tserver, run, tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from tests.helpers import PASSWORD
+
+    script = Path(sys.executable).with_name("sharon")
+    base = [str(script)] if script.exists() else [sys.executable, "-m", "clients.cli.main"]
+
+    def sharon(who, *args, ok=True):
+        env = dict(os.environ, SHARON_CONFIG_DIR=str(tmp_path / who.pseudonym), SHARON_SERVER=tserver.ws_url,
+                   SHARON_PASSWORD=PASSWORD)
+        result = subprocess.run(base + list(args), env=env, capture_output=True, text=True, timeout=60)
+        assert (result.returncode == 0) == ok, (args, result.stdout, result.stderr)
+        return result.stdout.strip() if ok else result.stderr
+
+    t = run(team(tserver, mods=1, members=2))
+    a, b = t.members
+    mod = t.mods[0]
+    room = run(_chat(t, a, b))
+    post = run(a.send(room, "cli test message"))["event_id"]
+    for who in (b, mod):
+        sharon(who, "login", who.pseudonym)
+    report_id = sharon(b, "report", room, post, "--category", "abuse", "--note", "from the cli")
+    assert report_id.startswith("rp_")
+    assert "already_reported" in sharon(b, "report", room, post, "--category", "abuse", ok=False)
+    assert report_id in sharon(b, "my-reports")
+    assert "on duty: " + mod.pseudonym in sharon(mod, "duty", "on", t.service_id)
+    assert "on duty now: " + mod.pseudonym in sharon(mod, "rota", t.service_id)
+    listing = sharon(mod, "queue", "--service", t.service_id, "--once")
+    assert "abuse" in listing and "reports=1" in listing and "cli test message" in listing
+    item_id = listing.split()[-1]
+    assert "claimed" in sharon(mod, "queue", "claim", item_id)
+    assert "1 reporter(s) told" in sharon(mod, "queue", "resolve", item_id, "no_action", "--note", "fine")
+    assert sharon(mod, "queue", "--once") == ""
+    assert "no_action" in sharon(b, "my-reports", "--json")
+    assert "forbidden" in sharon(b, "duty", "on", t.service_id, ok=False)
+    run(t.close())
