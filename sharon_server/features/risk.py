@@ -14,7 +14,8 @@ An observer on every event sent through ``send_event``:
 A clean message costs one regex pass over its normalised text: no rows, no awaits.
 
 Publishes ``ctx.extras["risk"]`` (a ``RiskService``: ``assess``, ``register_detector``,
-``flags_for``, ``recent_flags``) and a member-card section with the member's recent flags.
+``flags_for`` (synchronous, from a bounded in-memory cache), async ``flag_of`` and
+``recent_flags``) and a member-card section with the member's recent flags.
 The lexicon is the shipped ``sharon_server/data/risk_lexicon.toml`` with the file named by
 ``config.lexicon_path`` loaded over it (docs/risk-lexicon.md).
 """
@@ -26,6 +27,7 @@ import importlib.resources
 import inspect
 import json
 import tomllib
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Set, Tuple
 
@@ -43,6 +45,8 @@ __all__ = ["install", "RiskService", "load_lexicon"]
 log = Logger(namespace="sharon.risk")
 
 MAX_RECENT = 50
+MAX_CACHED = 50_000
+"""Flags kept in memory for ``flags_for`` (history notes for staff)."""
 MAX_BACKGROUND = 1000
 """Triage hand-overs in flight at once; beyond this a hand-over is logged and dropped."""
 
@@ -78,6 +82,7 @@ class RiskService:
         self.lexicon = R.LexiconDetector(matcher)
         self.detectors: Dict[str, Any] = {"lexicon": self.lexicon}
         self._background: Set["asyncio.Future[Any]"] = set()
+        self.cache: "OrderedDict[str, Dict[str, Any]]" = OrderedDict()
 
     # -- detectors ----------------------------------------------------------------------
     def register_detector(self, detector: Any) -> None:
@@ -117,12 +122,33 @@ class RiskService:
                 "sender": row.sender, "pos": row.pos, "ts": row.ts, "score": R.per_mille(row.score),
                 "category": row.category, "detector": row.detector, "hits": json.loads(row.hits)}
 
-    async def flags_for(self, event_id: str) -> Optional[Dict[str, Any]]:
-        """The flag of one event (None if it was clean)."""
+    def flags_for(self, event_id: str) -> List[Dict[str, Any]]:
+        """The flags of one event (``[]`` if it was clean), synchronously from memory: the
+        newest MAX_CACHED flags are kept (loaded at start-up), enough for history notes."""
+        flag = self.cache.get(event_id)
+        return [dict(flag)] if flag is not None else []
+
+    async def flag_of(self, event_id: str) -> Optional[Dict[str, Any]]:
+        """The flag of any event, from storage (None if it was clean)."""
         t = risk_flags
         async with self.ctx.db.read_engine.connect() as conn:
             row = (await conn.execute(sa.select(t).where(t.c.event_id == event_id))).first()
         return self._flag(row) if row is not None else None
+
+    def remember(self, flag: Dict[str, Any]) -> None:
+        self.cache[flag["event_id"]] = flag
+        if len(self.cache) > MAX_CACHED:
+            self.cache.popitem(last=False)
+
+    async def load(self) -> None:
+        """Cache the newest flags for ``flags_for``."""
+        t = risk_flags
+        async with self.ctx.db.read_engine.connect() as conn:
+            rows = list(await conn.execute(sa.select(t).order_by(t.c.pos.desc()).limit(MAX_CACHED)))
+        self.cache.clear()
+        for row in reversed(rows):
+            self.remember(self._flag(row))
+        log.info("risk.flags_loaded", cached=len(self.cache))
 
     async def recent_flags(self, user_id: str, service_id: Optional[str] = None,
                            n: int = 10) -> List[Dict[str, Any]]:
@@ -198,18 +224,23 @@ class _RiskObserver(EventType):
         found = ctx.scratch.get("risk")
         if found is None:
             return []
-        return [(risk_flags.insert(), [{
+        row = {
             "event_id": event_id, "room_id": ctx.room_id, "service_id": ctx.scratch.get("service"),
             "sender": ctx.session.user_id, "pos": pos, "ts": event["origin_server_ts"],
             "score": found.score, "category": found.category, "detector": found.detector,
             "hits": json.dumps([h.as_dict() for h in found.hits], separators=(",", ":")),
-        }])]
+        }
+        ctx.scratch["risk_row"] = row
+        return [(risk_flags.insert(), [row])]
 
     def committed(self, ctx: SendContext, event_id: str, pos: int, event: Dict[str, Any]) -> None:
         found = ctx.scratch.get("risk")
         if found is None:
             return
         service_id = ctx.scratch.get("service")
+        row = ctx.scratch.get("risk_row")
+        if row is not None:
+            self.r.remember(dict(row, score=R.per_mille(row["score"]), hits=json.loads(row["hits"])))
         log.info("risk.flagged", event_id=event_id, room_id=ctx.room_id, service_id=service_id,
                  category=found.category, score=found.score, hits=len(found.hits))
         threshold = self.r.settings(service_id).get("risk_alert_threshold", 500)
@@ -225,6 +256,7 @@ def install(ctx: Any) -> None:
     ctx.extras["risk"] = risk
     ctx.rooms.observers.append(_RiskObserver(risk))
     ctx.extras.setdefault("member_card_sections", []).append(risk.card_section)
+    ctx.add_loader(risk.load)
     log.info("risk.lexicon_loaded", phrases=len(matcher), extra_file=bool(path))
 
     services = ctx.services

@@ -115,12 +115,13 @@ class Social:
                 "actor_pseudonym": self.accounts.pseudonym_of(row["actor"]) or "",
                 "ts": row["ts"], "read": bool(row["is_read"])}
 
-    def push(self, rows: List[Dict[str, Any]]) -> None:
-        """Count the new notifications as unread and push them to live connections."""
+    def push(self, rows: List[Dict[str, Any]], quiet: Any = ()) -> None:
+        """Count the new notifications as unread and push them to live connections
+        (except to the users in ``quiet``: stored and counted, not pushed)."""
         for row in rows:
             user_id = row["user_id"]
             self.unread[user_id] = self.unread.get(user_id, 0) + 1
-            conns = self.hub.user_conns.get(user_id)
+            conns = self.hub.user_conns.get(user_id) if user_id not in quiet else None
             if not conns:
                 continue
             frame = P.notification_frame(dict(self.notification(row), unread=self.unread[user_id]))
@@ -159,6 +160,21 @@ def _texts(ctx: SendContext) -> List[str]:
     if texts is None:
         texts = [ctx.content.get(k) for k in ("title", "body")]
     return [t for t in texts if type(t) is str and t]
+
+
+def _filter_notifications(filters: List[Any], rows: List[Dict[str, Any]], texts: List[str],
+                          scratch: Dict[str, Any]) -> List[Dict[str, Any]]:
+    """Apply ``ctx.extras["notify_filters"]``: ``f(row, texts)`` returns None (store and push),
+    ``"quiet"`` (store, do not push) or ``"drop"`` (neither)."""
+    kept = []
+    for row in rows:
+        verdicts = {f(row, texts) for f in filters}
+        if "drop" in verdicts:
+            continue
+        if "quiet" in verdicts:
+            scratch.setdefault("social_quiet", set()).add(row["user_id"])
+        kept.append(row)
+    return kept
 
 
 class _SocialObserver(EventType):
@@ -229,6 +245,9 @@ class _SocialObserver(EventType):
             seen.add(user_id)
             rows.append({"user_id": user_id, "pos": pos, "reason": reason, "room_id": ctx.room_id,
                          "event_id": event_id, "actor": sender, "ts": ts, "is_read": False})
+        filters = self.s.ctx.extras.get("notify_filters")
+        if rows and filters:  # member controls: blocks, mute words, breaks
+            rows = _filter_notifications(filters, rows, texts or [], ctx.scratch)
         if rows:
             out.append((self.s.store.insert_notification, rows))
             ctx.scratch["social_notified"] = rows
@@ -244,7 +263,7 @@ class _SocialObserver(EventType):
                 window.add(tag, event["origin_server_ts"])
         rows = ctx.scratch.get("social_notified")
         if rows:
-            self.s.push(rows)
+            self.s.push(rows, ctx.scratch.get("social_quiet", ()))
 
 
 def install(ctx: Any) -> None:

@@ -1,0 +1,241 @@
+"""Member controls against the real server: block (live, history, notifications, DMs; the
+blocked member is not told; staff cannot be blocked), mute words, content-warning
+preferences and taking a break."""
+
+from __future__ import annotations
+
+import pytest
+
+from protocol.errors import BadField, CannotBlockStaff, Forbidden, MissingField, NotFound
+from tests.conftest import ServerProcess
+from tests.helpers import all_history, messages_until, user
+from tests.test_services import grant_admin
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def ctl_server(tmp_path_factory):
+    """One server for the module (each test makes its own service and people)."""
+    proc = ServerProcess(tmp_path_factory.mktemp("controls") / "sharon-data").start()
+    yield proc
+    proc.stop()
+
+
+async def _cast(server, n=3):
+    """An admin, a clinician, ``n`` members of one service, and a public chat room of it."""
+    admin = await user(server, "admin")
+    grant_admin(server, admin.pseudonym)
+    service = (await admin.request("create_service", name="Peer support"))["service_id"]
+    clin = await user(server, "clin")
+    await admin.request("service_add_member", service_id=service, user_id=clin.user_id, role="clinician")
+    members = [await user(server, name) for name in ("alice", "bob", "carol")[:n]]
+    for m in members:
+        await admin.request("service_add_member", service_id=service, user_id=m.user_id)
+    room = (await admin.request("create_room", kind="chat", name="Evening", public=True,
+                                service_id=service))["room_id"]
+    for c in (clin, *members):
+        await c.join(room)
+    return admin, clin, members, service, room
+
+
+async def _frame(client, op, timeout_s=10.0):
+    """The next pushed frame with ``op`` (other pushes are skipped)."""
+    while True:
+        frame = await client.next_frame(timeout_s)
+        if frame.get("op") == op:
+            return frame
+
+
+def _bodies(events):
+    return [e["content"]["body"] for e in events if e["type"] == "m.room.message"]
+
+
+async def _close(*clients):
+    for c in clients:
+        await c.close()
+
+
+def test_block_hides_a_member_everywhere_and_they_are_not_told(ctl_server, run):
+    async def scenario():
+        admin, clin, (alice, bob, carol), service, room = await _cast(ctl_server)
+        for c in (alice, carol):
+            await c.sync()
+        assert await alice.request("block", user_id=bob.user_id) == {"user_id": bob.user_id, "blocked": True}
+        assert (await alice.request("block", user_id=bob.user_id))["blocked"] is True  # idempotent
+        listed = await alice.request("blocks")
+        assert listed == {"blocks": [{"user_id": bob.user_id, "pseudonym": bob.pseudonym}]}
+        assert (await bob.request("blocks"))["blocks"] == []  # nothing tells bob
+
+        # live: alice gets carol's message and not bob's; carol gets both
+        await bob.send(room, f"@{alice.pseudonym} from bob")
+        await carol.send(room, f"@{alice.pseudonym} from carol")
+        assert _bodies(await messages_until(alice, 1)) == [f"@{alice.pseudonym} from carol"]
+        assert _bodies(await messages_until(carol, 1)) == [f"@{alice.pseudonym} from bob"]
+        # notifications: carol's mention is pushed and stored, bob's is neither
+        pushed = await _frame(alice, "notification")
+        assert pushed["notification"]["actor"] == carol.user_id
+        stored = (await alice.request("notifications"))["notifications"]
+        assert [n["actor"] for n in stored] == [carol.user_id]
+        # history: bob's message is left out for alice only
+        assert f"@{alice.pseudonym} from bob" not in _bodies(await all_history(alice, room))
+        assert f"@{alice.pseudonym} from bob" in _bodies(await all_history(carol, room))
+
+        # DMs: bob cannot open one with alice (the refusal does not say why); alice still can
+        with pytest.raises(Forbidden) as exc:
+            await bob.request("create_dm", user_id=alice.user_id)
+        assert "block" not in exc.value.reason
+        dm = (await alice.request("create_dm", user_id=carol.user_id))["room_id"]
+        assert dm
+
+        # staff of a shared service cannot be blocked; bad targets name the field
+        with pytest.raises(CannotBlockStaff) as exc:
+            await alice.request("block", user_id=clin.user_id)
+        assert exc.value.field == "user_id"
+        with pytest.raises(BadField) as exc:
+            await alice.request("block", user_id=alice.user_id)
+        assert exc.value.field == "user_id"
+        with pytest.raises(NotFound):
+            await alice.request("block", user_id="@nobody:localhost")
+        with pytest.raises(MissingField):
+            await alice.request("block")
+
+        # unblock: bob is back, live and in history
+        assert (await alice.request("unblock", user_id=bob.user_id))["blocked"] is False
+        await bob.send(room, "bob again")
+        assert _bodies(await messages_until(alice, 1)) == ["bob again"]
+        assert f"@{alice.pseudonym} from bob" in _bodies(await all_history(alice, room))
+        assert (await bob.request("create_dm", user_id=alice.user_id))["room_id"]
+        await _close(admin, clin, alice, bob, carol)
+
+    run(scenario())
+
+
+def test_blocks_survive_a_restart(tmp_path, run):
+    proc = ServerProcess(tmp_path / "sharon-data").start()
+    try:
+        async def first():
+            admin, clin, (alice, bob), service, room = await _cast(proc, 2)
+            await alice.request("block", user_id=bob.user_id)
+            await alice.request("mute_words_set", words=["Spiders"])
+            await alice.request("cw_prefs_set", categories={"suicide": "hide"})
+            await alice.request("break_set", on=True)
+            ids = (alice.pseudonym, bob.user_id, room)
+            await _close(admin, clin, alice, bob)
+            return ids
+
+        pseudonym, bob_id, room = run(first())
+        proc.restart()
+
+        async def second():
+            from clients.client import SharonClient
+            from tests.helpers import PASSWORD
+            alice = await SharonClient.connect(proc.ws_url)
+            await alice.login(pseudonym, PASSWORD)
+            got = await alice.request("controls")
+            assert [b["user_id"] for b in got["blocks"]] == [bob_id]
+            assert got["mute_words"] == ["spiders"]
+            assert got["cw_prefs"]["suicide"] == "hide" and got["cw_prefs"]["abuse"] == "show"
+            assert got["break"] == {"on": True, "until_ts": None}
+            await alice.close()
+
+        run(second())
+    finally:
+        proc.stop()
+
+
+def test_mute_words_quiet_notifications_and_mark_history(ctl_server, run):
+    async def scenario():
+        admin, clin, (alice, bob), service, room = await _cast(ctl_server, 2)
+        await alice.sync()
+        set_ = await alice.request("mute_words_set", words=["Spiders", "big  exam", "spiders"])
+        assert set_ == {"words": ["spiders", "big exam"]}
+        assert await alice.request("mute_words") == set_
+        await bob.send(room, f"@{alice.pseudonym} SPIDERS everywhere")
+        await bob.send(room, f"@{alice.pseudonym} the big exam is done")
+        await bob.send(room, f"@{alice.pseudonym} tea later?")
+        # only the unmuted mention is pushed; all three are stored
+        assert (await _frame(alice, "notification"))["notification"]["unread"] == 3
+        assert len((await alice.request("notifications"))["notifications"]) == 3
+        # history marks muted events for alice, and for nobody else
+        mine = {e["content"]["body"]: e.get("muted") for e in await all_history(alice, room)
+                if e["type"] == "m.room.message"}
+        assert mine == {f"@{alice.pseudonym} SPIDERS everywhere": True,
+                        f"@{alice.pseudonym} the big exam is done": True,
+                        f"@{alice.pseudonym} tea later?": None}
+        assert all("muted" not in e for e in await all_history(bob, room))
+        # bounds and types name the field
+        for words, field in ((["x" * 51], "words[0]"), ([""], "words[0]"), (["a"] * 0 + [1], "words[0]"),
+                             ("spiders", "words"), ([f"w{i}" for i in range(101)], "words")):
+            with pytest.raises(BadField) as exc:
+                await alice.request("mute_words_set", words=words)
+            assert exc.value.field == field
+        assert (await alice.request("mute_words_set", words=[]))["words"] == []
+        await _close(admin, clin, alice, bob)
+
+    run(scenario())
+
+
+def test_content_warning_preferences(ctl_server, run):
+    async def scenario():
+        admin, clin, (alice, bob), service, room = await _cast(ctl_server, 2)
+        got = await alice.request("cw_prefs_set", categories={"suicide": "hide", "eating": "blur"})
+        assert got["categories"]["suicide"] == "hide" and got["categories"]["eating"] == "blur"
+        assert got["categories"]["abuse"] == "show"
+        assert await alice.request("cw_prefs") == got
+        again = await alice.request("cw_prefs_set", categories={"eating": "show"})
+        assert again["categories"]["suicide"] == "hide" and again["categories"]["eating"] == "show"
+        for cats, field in (({"nope": "hide"}, "categories.nope"), ({"abuse": "maybe"}, "categories.abuse"),
+                            ("hide", "categories")):
+            with pytest.raises(BadField) as exc:
+                await alice.request("cw_prefs_set", categories=cats)
+            assert exc.value.field == field
+
+        # with moderation's content warnings: "hide" leaves the event out of alice's history,
+        # "blur" marks it; others see it as moderation shows it
+        await alice.request("cw_prefs_set", categories={"eating": "blur"})
+        hidden = await bob.send(room, "a post about a hard night")
+        blurred = await bob.send(room, "a post about food")
+        await bob.send(room, "a post about tea")
+        await clin.request("mod_content_warning", event_id=hidden["event_id"], category="suicide")
+        await clin.request("mod_content_warning", event_id=blurred["event_id"], category="eating")
+        seen = {e["content"]["body"]: e for e in await all_history(alice, room) if e["type"] == "m.room.message"}
+        assert "a post about a hard night" not in seen
+        assert seen["a post about food"].get("blurred") is True and "blurred" not in seen["a post about tea"]
+        assert "a post about a hard night" in _bodies(await all_history(bob, room))
+        await _close(admin, clin, alice, bob)
+
+    run(scenario())
+
+
+def test_a_break_quiets_notifications_and_hides_typing(ctl_server, run):
+    async def scenario():
+        admin, clin, (alice, bob, carol), service, room = await _cast(ctl_server)
+        for c in (alice, bob):
+            await c.sync()
+        assert await alice.request("break_set", on=True) == {"on": True, "until_ts": None}
+        # typing while on a break is not broadcast: bob's next typing push names carol only
+        await alice.request("typing", room_id=room, typing=True)
+        await carol.request("typing", room_id=room, typing=True)
+        assert (await _frame(bob, "typing"))["user_ids"] == [carol.user_id]
+        # notifications are stored, not pushed
+        await carol.send(room, f"@{alice.pseudonym} are you around?")
+        await messages_until(alice, 1)
+        assert [n["actor"] for n in (await alice.request("notifications"))["notifications"]] == [carol.user_id]
+        assert (await alice.request("break_set", on=False)) == {"on": False, "until_ts": None}
+        await carol.send(room, f"@{alice.pseudonym} welcome back")
+        assert (await _frame(alice, "notification"))["notification"]["unread"] == 2
+
+        # a timed break: until_ts must be in the future and within 90 days
+        with pytest.raises(BadField) as exc:
+            await alice.request("break_set", on=True, until_ts=1)
+        assert exc.value.field == "until_ts"
+        with pytest.raises(BadField) as exc:
+            await alice.request("break_set", on=True, until_ts=2**52)
+        assert exc.value.field == "until_ts"
+        with pytest.raises(MissingField) as exc:
+            await alice.request("break_set")
+        assert exc.value.field == "on"
+        await _close(admin, clin, alice, bob, carol)
+
+    run(scenario())
