@@ -20,6 +20,7 @@ Publishes ``ctx.extras["moderation"]`` (a ``Moderation``): ``hold_rules``, ``hid
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 from typing import Any, Callable, Dict, List, Optional, Tuple
@@ -337,9 +338,11 @@ class Moderation:
                              rule=self._rule_or_stub(service, mark["rule"]), reason=mark["reason"],
                              by=mark["by_user"])
             flags = None
-            if risk is not None and hasattr(risk, "flags_for"):
+            lookup = getattr(risk, "flags_for", None) if risk is not None else None
+            if lookup is not None and not inspect.iscoroutinefunction(lookup):
+                # filters cannot await: only a synchronous (in-memory) flag lookup is used here
                 try:
-                    flags = risk.flags_for(event["event_id"])
+                    flags = lookup(event["event_id"])
                 except Exception:  # noqa: BLE001 - notes are best effort
                     flags = None
             if flags:
@@ -481,7 +484,7 @@ def install(ctx: Any) -> None:
     ctx.rooms.observers.append(_Observer(mod))
     ctx.rooms.hold_handler = mod.hold
     ctx.rooms.event_filters.append(mod.event_filter)
-    ctx.rooms.join_guards.append(mod.join_guard)
+    ctx.rooms.join_guards.insert(0, mod.join_guard)  # first: "banned" says more than "not a member"
     ctx.accounts.gates.append(mod.gate)
     ctx.add_loader(mod.load)
     ctx.extras.setdefault("member_card_sections", []).append(

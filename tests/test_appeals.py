@@ -1,0 +1,84 @@
+"""Appeals against the real server: one per sanction, decided by a different moderator."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from protocol.errors import AlreadyDecided, AppealExists, Forbidden, Muted, NotFound, SameModerator
+from tests.conftest import ServerProcess
+from tests.moderation_helpers import cast, push, txn
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def mod_server(tmp_path_factory):
+    """One server for the whole module (each test makes its own service and people)."""
+    proc = ServerProcess(tmp_path_factory.mktemp("appeals") / "sharon-data").start()
+    yield proc
+    proc.stop()
+
+
+def test_appeal_is_decided_by_a_different_moderator_and_overturning_lifts(mod_server, run):
+    async def scenario():
+        c = await cast(mod_server)
+        (issuer, other), (alice, bob) = c.mods, c.members
+        until = int(time.time() * 1000) + 3600 * 1000
+        muted = await issuer.request("sanction", service_id=c.service, user_id=alice.user_id, kind="mute",
+                                     rule="be-kind", reason="Rude reply.", until_ts=until)
+        await push(alice, "sanction")
+        with pytest.raises(NotFound):  # only the sanctioned member appeals
+            await bob.request("appeal", sanction_id=muted["sanction_id"], text="she is nice")
+        made = await alice.request("appeal", sanction_id=muted["sanction_id"],
+                                   text="I was quoting someone else, not being rude.")
+        assert made["sanction_id"] == muted["sanction_id"] and made["notice"]
+        with pytest.raises(AppealExists):
+            await alice.request("appeal", sanction_id=muted["sanction_id"], text="again")
+
+        with pytest.raises(Forbidden):
+            await bob.request("appeals", service_id=c.service)
+        listed = (await other.request("appeals", service_id=c.service))["appeals"]
+        assert [(a["appeal_id"], a["you_may_decide"]) for a in listed] == [(made["appeal_id"], True)]
+        assert (await issuer.request("appeals", service_id=c.service))["appeals"][0]["you_may_decide"] is False
+
+        with pytest.raises(SameModerator):
+            await issuer.request("appeal_decide", appeal_id=made["appeal_id"], outcome="overturned", reason="ok")
+        with pytest.raises(Forbidden):
+            await bob.request("appeal_decide", appeal_id=made["appeal_id"], outcome="overturned", reason="ok")
+        with pytest.raises(Muted):
+            await alice.send(c.room, "still muted", txn_id=txn())
+        decided = await other.request("appeal_decide", appeal_id=made["appeal_id"], outcome="overturned",
+                                      reason="The quote was clear from context.")
+        assert decided == {"appeal_id": made["appeal_id"], "outcome": "overturned", "sanction_lifted": True}
+        told = await push(alice, "appeal_decided")
+        assert told["outcome"] == "overturned" and "reversed" in told["notice"]
+        assert (await alice.send(c.room, "thank you", txn_id=txn()))["event_id"]
+        with pytest.raises(AlreadyDecided):
+            await other.request("appeal_decide", appeal_id=made["appeal_id"], outcome="upheld", reason="x")
+        mine = (await alice.request("my_sanctions"))["sanctions"][0]
+        assert mine["appeal"]["outcome"] == "overturned" and mine["lifted_ts"] is not None
+        assert "decided_by" not in mine["appeal"]
+        await c.close()
+
+    run(scenario(), timeout_s=60)
+
+
+def test_upheld_appeal_keeps_the_sanction(mod_server, run):
+    async def scenario():
+        c = await cast(mod_server)
+        (issuer, other), (alice, _bob) = c.mods, c.members
+        warned = await issuer.request("sanction", service_id=c.service, user_id=alice.user_id, kind="warn",
+                                      rule="no-advertising", reason="Selling.")
+        made = await alice.request("appeal", sanction_id=warned["sanction_id"], text="It was free.")
+        decided = await other.request("appeal_decide", appeal_id=made["appeal_id"], outcome="upheld",
+                                      reason="A link to a shop is advertising.")
+        assert decided["sanction_lifted"] is False
+        assert (await push(alice, "appeal_decided"))["outcome"] == "upheld"
+        assert (await other.request("appeals", service_id=c.service))["appeals"] == []  # none open
+        closed = (await other.request("appeals", service_id=c.service, all=True))["appeals"]
+        assert closed[0]["outcome"] == "upheld" and closed[0]["decided_by"] == other.user_id
+        await c.close()
+
+    run(scenario(), timeout_s=60)
