@@ -139,6 +139,8 @@ class Register:
     pseudonym: str
     password: str = attr.ib(repr=False)
     device_name: Optional[str] = None
+    invite_code: Optional[str] = attr.ib(default=None, repr=False)
+    """A clinician's invite code (docs/protocol.md §8.5): joins the new account to the service."""
 
 
 @_frozen
@@ -290,9 +292,10 @@ def _room_id(frame: Dict[str, Any]) -> RoomID:
 
 
 def _parse_register(frame: Dict[str, Any], rid: RequestId) -> Request:
-    """Fields of ``register: pseudonym, password, device_name?``."""
+    """Fields of ``register: pseudonym, password, device_name?, invite_code?``."""
     return Register(rid, _str(frame, "pseudonym"), _str(frame, "password"),
-                    _str(frame, "device_name", max_len=100, optional=True))  # fmt: skip
+                    _str(frame, "device_name", max_len=100, optional=True),
+                    _str(frame, "invite_code", max_len=64, optional=True))  # fmt: skip
 
 
 def _parse_login(frame: Dict[str, Any], rid: RequestId) -> Request:

@@ -13,17 +13,20 @@ import os
 import re
 import unicodedata
 from collections import OrderedDict
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import attr
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
 from protocol.b64 import encode_b64url
-from protocol.errors import BadCredentials, InvalidPseudonym, UnknownToken, WeakPassword
+from protocol.errors import (
+    BadCredentials, InvalidPseudonym, InviteCodeInvalid, PseudonymRejected, UnknownToken, WeakPassword,
+)
 from protocol.ids import UserID
 
-__all__ = ["Session", "AccountService", "normalise_pseudonym"]
+__all__ = ["Session", "AccountService", "normalise_pseudonym", "PseudonymScreen", "BUILTIN_BLOCKLIST",
+           "read_blocklist"]
 
 _PSEUDONYM_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{2,31}$")
 _BASE32 = "abcdefghijklmnopqrstuvwxyz234567"
@@ -59,6 +62,133 @@ def normalise_pseudonym(raw: str) -> Tuple[str, str]:
     return pseudonym, pseudonym.casefold()
 
 
+# -- pseudonym screening ---------------------------------------------------------------
+
+STAFF_TITLES = (
+    "admin", "administrator", "moderator", "mod", "clinician", "nhs", "sharon", "staff", "official",
+    "doctor", "nurse", "therapist", "psychiatrist", "psychologist", "counsellor", "counselor",
+    "helpdesk", "sysop",
+)
+"""Titles a member's pseudonym may not claim: peers must not be able to pose as staff."""
+
+ABUSIVE_WORDS = (
+    "fuck", "fucker", "fucking", "shit", "cunt", "bitch", "whore", "slut", "twat", "wanker",
+    "nigger", "nigga", "faggot", "retard", "rape", "rapist", "paedo", "pedo", "nonce",
+    "kys", "killyourself", "killurself",
+)
+"""A short list of abusive or harmful words (and self-harm incitement) for a support space."""
+
+CONTACT_WORDS = (
+    "gmail", "hotmail", "outlook", "yahoo", "icloud", "protonmail", "instagram", "insta", "snapchat",
+    "tiktok", "twitter", "facebook", "discord", "telegram", "whatsapp", "kik", "onlyfans", "http", "www",
+)
+"""Mail providers and social sites: a pseudonym must not point peers to contact off-platform."""
+
+BUILTIN_BLOCKLIST = STAFF_TITLES + ABUSIVE_WORDS
+
+_LEET = str.maketrans({"0": "o", "1": "i", "2": "z", "3": "e", "4": "a", "5": "s", "6": "g", "7": "t",
+                       "8": "b", "9": "g", "@": "a", "$": "s", "!": "i", "|": "i", "+": "t"})
+_SEPARATORS = re.compile(r"[\s_.\-]+")
+_EMAILISH = re.compile(r"@|(^|[._\-])at[._\-].+[._\-]dot([._\-]|$)")
+_TLD = re.compile(r"[._\-](com|net|org|uk|io|co|info|gov|nhs|edu|app|dev|xyz|me|biz|ly)([._\-]|$)")
+_DIGIT_RUN = re.compile(r"\+?\d(?:[\s().\-]*\d){6,}")
+_DATE = re.compile(r"\d{1,4}[._\-]\d{1,2}[._\-]\d{1,4}")
+_DIGITS = re.compile(r"\d+")
+_LETTERS = re.compile(r"[a-z]+")
+SHORT_WORD = 4
+"""Block-list entries of at most this many letters match whole words only (``mod`` blocks
+``mod`` and ``the.mod`` but not ``modest``); longer ones match anywhere, through separators
+and leet digits (``adm1n``, ``m.o.d.e.r.a.t.o.r``)."""
+
+
+def _skeleton(text: str) -> str:
+    """Case-folded, leet digits mapped to letters, separators removed."""
+    return _SEPARATORS.sub("", text.casefold().translate(_LEET))
+
+
+def _words(text: str) -> list:
+    """The words of ``text``: split at separators, and at letter/digit boundaries."""
+    out = []
+    for part in _SEPARATORS.split(text.casefold()):
+        if part:
+            out.append(part.translate(_LEET))
+            out.extend(_LETTERS.findall(part))
+    return out
+
+
+def read_blocklist(path: str) -> list:
+    """Entries of a block-list file: one per line, ``#`` starts a comment, blanks ignored."""
+    entries = []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            entry = line.split("#", 1)[0].strip()
+            if entry:
+                entries.append(entry)
+    return entries
+
+
+class PseudonymScreen:
+    """The screening every new pseudonym passes (docs/protocol.md §8.5).
+
+    ``check(pseudonym, personal)`` raises ``PseudonymRejected`` naming the rule; it never
+    echoes the matched text (which may be the member's own identity)."""
+
+    def __init__(self, extra: tuple = ()) -> None:
+        self.set_extra(extra)
+
+    def set_extra(self, extra) -> None:
+        """Replace the operator's block-list entries (``config.pseudonym_blocklist``)."""
+        self._lists = [("staff", STAFF_TITLES), ("abusive", ABUSIVE_WORDS), ("contact", CONTACT_WORDS),
+                       ("blocklist", tuple(e for e in extra if e))]
+        self._compiled = [(rule, [(_skeleton(w), len(_skeleton(w)) <= SHORT_WORD) for w in words if _skeleton(w)])
+                          for rule, words in self._lists]
+
+    _REASONS = {
+        "staff": "it uses a staff or service title, which could make peers think you are staff",
+        "abusive": "it contains a word that is not allowed here",
+        "contact": "it points to an email provider, website or social media account",
+        "blocklist": "it contains a word this server does not allow",
+    }
+
+    def check(self, pseudonym: str, personal: tuple = ()) -> None:
+        """Raise PseudonymRejected (field ``pseudonym``) if ``pseudonym`` fails a rule."""
+        def reject(why: str) -> None:
+            raise PseudonymRejected(f"choose another pseudonym: {why}", "pseudonym")
+
+        folded = pseudonym.casefold()
+        if _EMAILISH.search(folded) or _TLD.search(folded):
+            reject("it looks like an email address or a web address")
+        for run in _DIGIT_RUN.findall(folded):
+            digits = re.sub(r"\D", "", run)
+            if len(digits) == 10:
+                reject("it looks like an NHS number or a phone number")
+            reject("it looks like a phone number (more than 6 digits in a row)")
+        if _DATE.search(folded):
+            reject("it looks like a date")
+        skeleton, words = _skeleton(pseudonym), set(_words(pseudonym))
+        for rule, entries in self._compiled:
+            for word, short in entries:
+                if (word in words or word == skeleton) if short else (word in skeleton):
+                    reject(self._REASONS[rule])
+        self._check_personal(folded, skeleton, personal)
+
+    @staticmethod
+    def _check_personal(folded: str, skeleton: str, personal: tuple) -> None:
+        """The invited person's own names and birth date (from the invite's vault record)."""
+        name, dob = (personal + ("", ""))[:2]
+        plain = _SEPARATORS.sub("", folded)
+        for part in re.split(r"[^\w]+", name.casefold()):
+            if len(part) >= 3 and (part in plain or part in skeleton):
+                raise PseudonymRejected("choose another pseudonym: it contains part of your real name",
+                                        "pseudonym")
+        if dob:
+            year, month, day = dob.split("-")
+            digits = "".join(_DIGITS.findall(folded))
+            forms = {year, day + month, month + day, day + month + year[2:], year[2:] + month + day}
+            if any(len(f) >= 4 and f in digits for f in forms):
+                raise PseudonymRejected("choose another pseudonym: it contains your date of birth", "pseudonym")
+
+
 def _check_password(password: str) -> None:
     size = len(password.encode("utf-8", "surrogatepass"))
     if size < 8:
@@ -89,6 +219,10 @@ class AccountService:
         self._token_cache_size = token_cache_size
         self.pseudonyms: Dict[str, str] = {}
         self.on_revoke: List[Callable[[bytes], None]] = []
+        self.screen = PseudonymScreen()
+        """Pseudonym screening; the invites feature adds ``config.pseudonym_blocklist``."""
+        self.invite_redeemer: Optional[Callable[..., Any]] = None
+        """``async (pseudonym, password, device_name, code) -> (Session, token)``, set by invites."""
         self.gates: List[Callable[[str], None]] = []
         """``gate(user_id)`` raises a SharonError to refuse a login or token (e.g. a
         suspended account); called on every login and authentication, so keep it O(1)."""
@@ -104,9 +238,30 @@ class AccountService:
         """The current pseudonym of a local user, or None if unknown."""
         return self.pseudonyms.get(user_id)
 
-    async def register(self, pseudonym: str, password: str, device_name: Optional[str]) -> Tuple[Session, str]:
-        """Create an account and its first device; returns the session and its new token."""
+    async def register(self, pseudonym: str, password: str, device_name: Optional[str],
+                       invite_code: Optional[str] = None) -> Tuple[Session, str]:
+        """Create an account and its first device; returns the session and its new token.
+
+        With ``invite_code``, the invites feature (``invite_redeemer``) redeems the code and
+        creates the account; without that feature a code is refused."""
+        if invite_code is not None:
+            if self.invite_redeemer is None:
+                raise InviteCodeInvalid("this server does not take invite codes", "invite_code")
+            return await self.invite_redeemer(pseudonym, password, device_name, invite_code)
+        return await self.create_account(pseudonym, password, device_name)
+
+    def precheck(self, pseudonym: str, password: str, personal: tuple = ()) -> str:
+        """Normalise and screen the pseudonym and check the password; the pseudonym to use."""
+        pseudonym, _ = normalise_pseudonym(pseudonym)
+        self.screen.check(pseudonym, personal)
+        _check_password(password)
+        return pseudonym
+
+    async def create_account(self, pseudonym: str, password: str, device_name: Optional[str],
+                             personal: tuple = ()) -> Tuple[Session, str]:
+        """Screen, hash and create the account with its first device."""
         pseudonym, key = normalise_pseudonym(pseudonym)
+        self.screen.check(pseudonym, personal)
         _check_password(password)
         loop = asyncio.get_running_loop()
         password_hash = await loop.run_in_executor(None, self._hasher.hash, password)

@@ -180,7 +180,8 @@ def build_site(*, accounts: Any, ws_resource: Resource, health: Callable[[], Dic
     async def register(request: Request, body: Dict[str, Any]) -> Dict[str, Any]:
         """POST /api/v1/register"""
         session, token = await accounts.register(
-            str_field(body, "pseudonym"), str_field(body, "password"), str_field(body, "device_name", False))
+            str_field(body, "pseudonym"), str_field(body, "password"), str_field(body, "device_name", False),
+            invite_code=str_field(body, "invite_code", False))
         return session.as_result(token)
 
     async def login(request: Request, body: Dict[str, Any]) -> Dict[str, Any]:

@@ -17,7 +17,8 @@ Conn = SharonServerProtocol
 
 
 async def _register(conn: Conn, req: F.Register) -> Dict[str, Any]:
-    session, token = await conn.factory.accounts.register(req.pseudonym, req.password, req.device_name)
+    session, token = await conn.factory.accounts.register(req.pseudonym, req.password, req.device_name,
+                                                          invite_code=req.invite_code)
     conn.set_session(session)
     return session.as_result(token)
 

@@ -1,0 +1,313 @@
+"""Clinician invites, redemption at sign-up, discharge, against the real server (#5)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from typing import Any, Dict, List
+
+import pytest
+
+from clients.client import SharonClient
+from protocol.errors import (
+    BadField, Forbidden, InviteCodeExpired, InviteCodeInvalid, InviteCodeRevoked, InviteCodeUsed,
+    InviteNotFound, InviteNotPending, MissingField, NotFound, PseudonymRejected,
+)
+from protocol.identity import Identity, identity_values, nhs_check_digit
+from tests.conftest import ServerProcess
+from tests.helpers import PASSWORD, fresh_pseudonym, http, user
+from tests.test_content_support import grant_admin
+
+pytestmark = pytest.mark.integration
+
+_n = iter(range(1, 10_000))
+
+
+def identity(i: int = 0) -> Dict[str, Any]:
+    """A distinctive identity record (values that cannot appear anywhere by chance)."""
+    i = i or next(_n)
+    prefix = f"{(i * 7919 + 987654321) % 10**9:09d}"
+    while nhs_check_digit(prefix) is None:
+        prefix = f"{(int(prefix) + 1) % 10**9:09d}"
+    return {"name": f"Wilhelmina Thistlewood-{i:03d}", "date_of_birth": f"1987-0{1 + i % 9}-2{i % 8}",
+            "nhs_number": prefix + str(nhs_check_digit(prefix)),
+            "contact": {"phone": f"+44 7700 8{i:05d}", "email": f"w.thistlewood{i}@example.net"},
+            "care_team": f"Bramblecote Perinatal Team {i}"}
+
+
+def needles(record: Dict[str, Any]) -> List[str]:
+    return identity_values(Identity.parse(record))
+
+
+def leaks(frames: Any, record: Dict[str, Any]) -> List[str]:
+    text = json.dumps(frames, ensure_ascii=False, default=repr)
+    return [v for v in needles(record) if v in text]
+
+
+@pytest.fixture(scope="module")
+def iserver(tmp_path_factory):
+    """One server for the module; each test makes its own services and people."""
+    proc = ServerProcess(tmp_path_factory.mktemp("invites") / "sharon-data").start()
+    yield proc
+    proc.stop()
+
+
+async def world(server: Any) -> Dict[str, Any]:
+    """Two services; a clinician, a moderator and a member of A, a clinician of B."""
+    w: Dict[str, Any] = {"admin": await user(server, "keeper")}
+    grant_admin(server, w["admin"].pseudonym)
+    w["a"] = (await w["admin"].request("create_service", name="Perinatal"))["service_id"]
+    w["b"] = (await w["admin"].request("create_service", name="Eating disorders"))["service_id"]
+    for name, service, role in (("clin", "a", "clinician"), ("mod", "a", "moderator"), ("member", "a", "member"),
+                                ("clinb", "b", "clinician")):
+        w[name] = await user(server, name)
+        await w["admin"].request("service_add_member", service_id=w[service], user_id=w[name].user_id, role=role)
+    return w
+
+
+async def close(w: Dict[str, Any], *more: Any) -> None:
+    for c in [v for v in w.values() if isinstance(v, SharonClient)] + list(more):
+        await c.close()
+
+
+async def redeem(server: Any, code: str, pseudonym: str = "") -> SharonClient:
+    client = await SharonClient.connect(server.ws_url)
+    try:
+        result = await client.request("register", pseudonym=pseudonym or fresh_pseudonym("newcomer"),
+                                      password=PASSWORD, invite_code=code)
+    except BaseException:
+        await client.close()
+        raise
+    client.user_id, client.pseudonym = result["user_id"], result["pseudonym"]
+    return client
+
+
+def test_a_clinician_invites_and_the_person_signs_up_with_their_own_pseudonym(iserver, run):
+    async def scenario():
+        w = await world(iserver)
+        record = identity()
+        await w["member"].sync()
+        created = await w["clin"].request("invite_create", service_id=w["a"], role="carer", identity=record,
+                                          note="first contact")
+        assert created["code"].startswith("inv_") and len(created["code"]) == 36
+        assert created["link"].endswith("#" + created["code"]) and created["expires_ts"] > 0
+        assert not leaks(created, record)
+        newcomer = await redeem(iserver, created["code"], "morning-lark")
+        assert newcomer.pseudonym == "morning-lark"
+        services = (await newcomer.request("services"))["services"]
+        assert [(s["service_id"], s["role"]) for s in services] == [(w["a"], "carer")]
+        listed = (await w["clin"].request("invite_list", service_id=w["a"]))["invites"]
+        mine = [i for i in listed if i["invite_id"] == created["invite_id"]]
+        assert mine and mine[0]["status"] == "used" and mine[0]["used_by"] == newcomer.user_id
+        assert mine[0]["created_by_pseudonym"] == w["clin"].pseudonym and "code" not in mine[0]
+        # one code, one account
+        with pytest.raises(InviteCodeUsed) as exc:
+            await redeem(iserver, created["code"])
+        assert exc.value.field == "invite_code"
+        # what the new member's peers see: the pseudonym and the opaque ID, never the identity
+        pushed = []
+        while True:
+            event = await w["member"].next_event()
+            pushed.append(event)
+            if event.get("state_key") == newcomer.user_id and event["content"].get("membership") == "join":
+                break
+        history = (await w["member"].history(w["a"], limit=100))["events"]
+        assert not leaks([pushed, history, listed, services], record)
+        await close(w, newcomer)
+
+    run(scenario())
+
+
+def test_role_boundaries_for_invites(iserver, run):
+    async def scenario():
+        w = await world(iserver)
+        record = identity()
+        for who in ("clinb", "mod", "member"):  # other service's clinician, a moderator, a member
+            with pytest.raises(Forbidden):
+                await w[who].request("invite_create", service_id=w["a"], role="member", identity=record)
+            with pytest.raises(Forbidden):
+                await w[who].request("invite_list", service_id=w["a"])
+        created = await w["clin"].request("invite_create", service_id=w["a"], identity=record)
+        with pytest.raises(InviteNotFound):
+            await w["clinb"].request("invite_revoke", invite_id=created["invite_id"])
+        with pytest.raises(BadField) as exc:
+            await w["clin"].request("invite_create", service_id=w["a"], role="clinician", identity=record)
+        assert exc.value.field == "role"
+        bad = dict(record, nhs_number=record["nhs_number"][:9] + str((int(record["nhs_number"][9]) + 1) % 10))
+        with pytest.raises(BadField) as exc:
+            await w["clin"].request("invite_create", service_id=w["a"], identity=bad)
+        assert exc.value.field == "identity.nhs_number"
+        with pytest.raises(MissingField) as exc:
+            await w["clin"].request("invite_create", service_id=w["a"])
+        assert exc.value.field == "identity"
+        # the server admin (not a member) may invite; so may the service's admin role
+        assert (await w["admin"].request("invite_create", service_id=w["b"], identity=identity()))["code"]
+        await close(w)
+
+    run(scenario())
+
+
+def test_revoked_malformed_and_unknown_codes_and_http_registration(iserver, run):
+    async def scenario():
+        w = await world(iserver)
+        created = await w["clin"].request("invite_create", service_id=w["a"], identity=identity())
+        revoked = await w["clin"].request("invite_revoke", invite_id=created["invite_id"])
+        assert revoked["status"] == "revoked"
+        with pytest.raises(InviteNotPending):
+            await w["clin"].request("invite_revoke", invite_id=created["invite_id"])
+        with pytest.raises(InviteCodeRevoked) as exc:
+            await redeem(iserver, created["code"])
+        assert exc.value.field == "invite_code"
+        for code in ("not-a-code", "inv_" + "A" * 32):
+            with pytest.raises(InviteCodeInvalid) as exc:
+                await redeem(iserver, code)
+            assert exc.value.field == "invite_code"
+        with pytest.raises(InviteNotFound):
+            await w["clin"].request("invite_revoke", invite_id="iv_nothing")
+        # POST /api/v1/register takes the code too
+        record = identity()
+        other = await w["clin"].request("invite_create", service_id=w["a"], identity=record)
+        body = {"pseudonym": fresh_pseudonym("http"), "password": PASSWORD, "invite_code": other["code"]}
+        status, reply = http(iserver, "POST", "/api/v1/register", json.dumps(body).encode(),
+                             {"content-type": "application/json"})
+        assert status == 200 and reply["user_id"] and not leaks(reply, record)
+        status, reply = http(iserver, "POST", "/api/v1/register", json.dumps(body).encode(),
+                             {"content-type": "application/json"})
+        assert status == 400 and reply["code"] == "invite_code_used" and reply["field"] == "invite_code"
+        listed = (await w["clin"].request("invite_list", service_id=w["a"]))["invites"]
+        assert [i["status"] for i in listed][:2] == ["used", "revoked"]
+        await close(w)
+
+    run(scenario())
+
+
+def test_two_concurrent_redemptions_make_one_account(iserver, run):
+    async def scenario():
+        w = await world(iserver)
+        created = await w["clin"].request("invite_create", service_id=w["a"], identity=identity())
+        clients = [await SharonClient.connect(iserver.ws_url) for _ in range(4)]
+        results = await asyncio.gather(*[
+            c.request("register", pseudonym=fresh_pseudonym("racer"), password=PASSWORD, invite_code=created["code"])
+            for c in clients], return_exceptions=True)
+        ok = [r for r in results if isinstance(r, dict)]
+        assert len(ok) == 1, results
+        assert all(isinstance(r, InviteCodeUsed) for r in results if not isinstance(r, dict)), results
+        members = (await w["admin"].request("service_rooms", service_id=w["a"]))  # still serving
+        assert members is not None
+        await close(w, *clients)
+
+    run(scenario())
+
+
+def test_the_pseudonym_may_not_carry_the_invited_persons_name_or_birth_date(iserver, run):
+    async def scenario():
+        w = await world(iserver)
+        record = identity()
+        created = await w["clin"].request("invite_create", service_id=w["a"], identity=record)
+        first, last = record["name"].split(" ")[0], record["name"].split(" ")[1].split("-")[0]
+        year = record["date_of_birth"][:4]
+        for pseudonym in (first.lower(), f"the-{last}", f"heron{year}"):
+            with pytest.raises(PseudonymRejected) as exc:
+                await redeem(iserver, created["code"], pseudonym)
+            assert exc.value.field == "pseudonym" and not leaks(exc.value.reason, record)
+        newcomer = await redeem(iserver, created["code"], "heron-at-dusk")  # the code survived the refusals
+        assert newcomer.pseudonym == "heron-at-dusk"
+        await close(w, newcomer)
+
+    run(scenario())
+
+
+def test_discharge_closes_access_or_keeps_a_peer_member_and_is_recorded(iserver, run):
+    async def scenario():
+        w = await world(iserver)
+        admin, a = w["admin"], w["a"]
+        room = (await w["clin"].request("create_room", kind="chat", name="Group", public=True, service_id=a))["room_id"]
+        witness = await user(iserver, "witness")
+        await admin.request("service_add_member", service_id=a, user_id=witness.user_id)
+        for who in (w["member"], witness):
+            await who.join(room)
+        await w["member"].request("send", room_id=room, txn_id="d1", body="hello from me")
+        for who in ("clinb", "mod", "member"):
+            with pytest.raises(Forbidden):
+                await w[who].request("service_discharge", service_id=a, user_id=w["member"].user_id, reason="r")
+        with pytest.raises(BadField):
+            await w["clin"].request("service_discharge", service_id=a, user_id=w["mod"].user_id, reason="r")
+        with pytest.raises(NotFound):
+            await w["clin"].request("service_discharge", service_id=a, user_id=w["clinb"].user_id, reason="r")
+        await w["member"].sync()
+        done = await w["clin"].request("service_discharge", service_id=a, user_id=w["member"].user_id,
+                                       reason="recovered, moving to GP care")
+        assert done["policy"] == "close" and done["rooms_left"] == 1
+        notice = await w["member"].next_frame()
+        assert notice["op"] == "service_discharged" and notice["service_id"] == a
+        assert "discharged" in notice["message"] and "recovered" not in notice["message"]
+        assert (await w["member"].request("services"))["services"] == []
+        with pytest.raises(Forbidden):
+            await w["member"].join(room)
+        history = (await witness.history(room, limit=50))["events"]
+        assert any(e["content"].get("body") == "hello from me" for e in history)  # their posts stay
+        # keep: the member stays, as a peer member
+        await admin.request("service_settings", service_id=a, settings={"discharge_policy": "keep"})
+        other = await user(iserver, "kept")
+        await admin.request("service_add_member", service_id=a, user_id=other.user_id)
+        kept = await w["clin"].request("service_discharge", service_id=a, user_id=other.user_id, reason="stable")
+        assert kept["policy"] == "keep" and kept["rooms_left"] == 0
+        assert [s["service_id"] for s in (await other.request("services"))["services"]] == [a]
+        with pytest.raises(BadField) as exc:
+            await admin.request("service_settings", service_id=a, settings={"discharge_policy": "archive"})
+        assert exc.value.field == "settings.discharge_policy"
+        # the audit log has who did it
+        out = subprocess.run([sys.executable, "-m", "sharon_server", "audit", "--data-dir", str(iserver.data_dir),
+                              "query", "--action", "service.discharge", "--json"],
+                             capture_output=True, text=True, timeout=60)
+        if out.returncode == 0:
+            assert w["clin"].user_id in out.stdout and w["member"].user_id in out.stdout
+        await close(w, other, witness)
+
+    run(scenario())
+
+
+def test_expired_codes_and_the_operators_block_list(server_factory, tmp_path, run):
+    blocklist = tmp_path / "blocked.txt"
+    blocklist.write_text("# words this server refuses\nmarmalade\n\n  zork  # short: whole words only\n")
+    server = server_factory(env={"SHARON_INVITE_TTL_MS": "0", "SHARON_PSEUDONYM_BLOCKLIST": str(blocklist)})
+
+    async def scenario():
+        w = await world(server)
+        created = await w["clin"].request("invite_create", service_id=w["a"], identity=identity())
+        with pytest.raises(InviteCodeExpired) as exc:
+            await redeem(server, created["code"])
+        assert exc.value.field == "invite_code"
+        for pseudonym in ("Marm4lade-fan", "the.zork", "zork"):
+            client = await SharonClient.connect(server.ws_url)
+            with pytest.raises(PseudonymRejected) as exc:
+                await client.register(pseudonym, PASSWORD)
+            assert "this server does not allow" in exc.value.reason
+            await client.close()
+        ok = await user(server, "zorkish")  # a short entry is a whole word, not a substring
+        await close(w, ok)
+
+    run(scenario())
+
+
+def test_redemption_on_postgresql(pg_server, run):
+    async def scenario():
+        w = await world(pg_server)
+        record = identity()
+        created = await w["clin"].request("invite_create", service_id=w["a"], identity=record)
+        clients = [await SharonClient.connect(pg_server.ws_url) for _ in range(2)]
+        results = await asyncio.gather(*[
+            c.request("register", pseudonym=fresh_pseudonym("pg"), password=PASSWORD, invite_code=created["code"])
+            for c in clients], return_exceptions=True)
+        assert len([r for r in results if isinstance(r, dict)]) == 1, results
+        winner = next(r for r in results if isinstance(r, dict))
+        assert not leaks(results, record)
+        listed = (await w["clin"].request("invite_list", service_id=w["a"]))["invites"]
+        assert listed[0]["status"] == "used" and listed[0]["used_by"] == winner["user_id"]
+        done = await w["clin"].request("service_discharge", service_id=w["a"], user_id=winner["user_id"], reason="x")
+        assert done["policy"] == "close"
+        await close(w, *clients)
+
+    run(scenario())
