@@ -239,3 +239,35 @@ def test_a_break_quiets_notifications_and_hides_typing(ctl_server, run):
         await _close(admin, clin, alice, bob, carol)
 
     run(scenario())
+
+
+def test_cli_controls(ctl_server, run, tmp_path):
+    from tests.test_cli import User
+
+    me = User(ctl_server, tmp_path / "me", "cli-me").register()
+    other = User(ctl_server, tmp_path / "other", "cli-other").register()
+    room = me.ok("create-room", "Porch", "--kind", "chat", "--public").strip()
+    other.ok("join", room)
+    other.ok("send", room, "spiders in the bath")
+    other.ok("send", room, "kettle is on")
+
+    assert me.ok("mute-words", "Spiders", "big exam").split("\n")[:2] == ["spiders", "big exam"]
+    assert me.ok("mute-words").split() == ["spiders", "big", "exam"]
+    shown = me.ok("history", room)
+    assert "kettle is on" in shown and "spiders" not in shown  # muted events are hidden
+    assert "spiders in the bath" in me.ok("history", room, "--all")
+    assert me.ok("mute-words", "--clear") == ""
+
+    assert me.ok("block", other.user_id).strip() == f"blocked {other.user_id}"
+    assert other.user_id in me.ok("blocks")
+    assert "kettle is on" not in me.ok("history", room)
+    assert me.ok("unblock", other.user_id).strip() == f"unblocked {other.user_id}"
+
+    prefs = me.ok("cw", "suicide=hide", "eating=blur")
+    assert "suicide=hide" in prefs and "eating=blur" in prefs and "abuse=show" in prefs
+    bad = me.run("cw", "suicide=maybe")
+    assert bad.returncode != 0 and "CATEGORY=show|blur|hide" in bad.stderr
+
+    assert me.ok("break", "on", "--hours", "2").startswith("on a break until ")
+    assert me.ok("break").startswith("on a break until ")
+    assert me.ok("break", "off").strip() == "not on a break"

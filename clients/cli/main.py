@@ -367,8 +367,8 @@ async def cmd_send(args: argparse.Namespace) -> int:
 
 def _print_event(args: argparse.Namespace, event: Any) -> bool:
     """Print ``event`` if this command shows it; True if printed."""
-    if not args.all and not render.is_message(event):
-        return False
+    if not args.all and (not render.is_message(event) or event.get("muted")):
+        return False  # "muted": the server matched one of your mute words (sharon mute-words)
     _out(render.event_json(event) if args.json else render.event_line(event))
     return True
 
@@ -403,6 +403,7 @@ async def cmd_tail(args: argparse.Namespace) -> int:
     try:
         room = await _room_id(client, args.room)
         await client.history(room, limit=1)  # not a member: fail now rather than wait forever
+        muted = await _live_mute_filter(client)
         notice = next((r.get("moderation_notice") for r in await client.rooms() if r.get("room_id") == room), None)
         if isinstance(notice, str):
             _err(f"sharon: {render.clean(notice)}")  # the moderation notice (#5)
@@ -417,6 +418,8 @@ async def cmd_tail(args: argparse.Namespace) -> int:
                     if event.get("room_id") != room or (type(pos) is int and pos <= shown):
                         continue
                     shown = pos if type(pos) is int else shown
+                    if not args.all and muted(event):
+                        continue  # live frames are shared: mute words are applied here
                     if _print_event(args, event):
                         printed += 1
                 return 0
@@ -428,6 +431,16 @@ async def cmd_tail(args: argparse.Namespace) -> int:
             delay = min(delay * 2, RECONNECT_MAX_S)
     finally:
         await client.close()
+
+
+async def _live_mute_filter(client: Any) -> Any:
+    """A predicate hiding live events that contain one of the member's mute words."""
+    from clients.cli.cmd_controls import mute_filter
+    try:
+        words = (await client.request("mute_words"))["words"]
+    except SharonError:  # a server without member controls
+        words = []
+    return mute_filter(words)
 
 
 async def _reconnect(args: argparse.Namespace, delay_s: float) -> Any:
