@@ -20,7 +20,6 @@ Publishes ``ctx.extras["moderation"]`` (a ``Moderation``): ``hold_rules``, ``hid
 
 from __future__ import annotations
 
-import inspect
 import json
 import os
 from typing import Any, Callable, Dict, List, Optional, Tuple
@@ -30,10 +29,11 @@ from twisted.logger import Logger
 from protocol import moderation as P
 from protocol.b64 import encode_b64url
 from protocol.errors import (
-    Banned, Forbidden, Muted, NotFound, RoomNotFound, SharonError, Suspended, UnknownRule,
+    Banned, Forbidden, Muted, RoomNotFound, SharonError, Suspended, UnknownRule,
 )
 from sharon_server.accounts import Session
 from sharon_server.event_types import EventType, SendContext
+from sharon_server.features.moderation_marks import Marks
 from sharon_server.features.moderation_store import ModerationStore
 
 __all__ = ["install", "Moderation"]
@@ -41,9 +41,6 @@ __all__ = ["install", "Moderation"]
 log = Logger(namespace="sharon.moderation")
 
 HoldRule = Callable[[SendContext], Optional[str]]
-
-_RELATION_KEYS = ("thread_id", "post_id", "target")
-"""Content keys a placeholder keeps, so clients can still place it in its thread."""
 
 
 def new_id(prefix: str) -> str:
@@ -58,7 +55,7 @@ class _ModType(EventType):
         self.etype = etype
 
 
-class Moderation:
+class Moderation(Marks):
     """The feature's state and the service other features use."""
 
     def __init__(self, ctx: Any) -> None:
@@ -316,131 +313,6 @@ class Moderation:
 
     def author_session(self, user_id: str) -> Session:
         return Session(user_id, "", self.accounts.pseudonym_of(user_id) or "", b"")
-
-    # -- marks on events --------------------------------------------------------------------
-    def is_hidden(self, event_id: str) -> bool:
-        """True if moderators hid or redacted the event."""
-        mark = self.marks.get(event_id)
-        return mark is not None and (mark["hidden"] or mark["redacted"])
-
-    def event_filter(self, viewer: str, room_id: str, event: Dict[str, Any]) -> Optional[Dict[str, Any]]:
-        """History/replay as ``viewer`` may see it: placeholders for peers, notes for staff."""
-        mark = self.marks.get(event["event_id"])
-        risk = self.ctx.extras.get("risk")
-        if mark is None and risk is None:
-            return event
-        service = self.services.service_of(room_id)
-        staff = self.services.is_staff(service, viewer)
-        if staff:
-            notes: Dict[str, Any] = {}
-            if mark is not None:
-                notes.update(hidden=mark["hidden"], redacted=mark["redacted"], content_warning=mark["cw"],
-                             rule=self._rule_or_stub(service, mark["rule"]), reason=mark["reason"],
-                             by=mark["by_user"])
-            flags = None
-            lookup = getattr(risk, "flags_for", None) if risk is not None else None
-            if lookup is not None and not inspect.iscoroutinefunction(lookup):
-                # filters cannot await: only a synchronous (in-memory) flag lookup is used here
-                try:
-                    flags = lookup(event["event_id"])
-                except Exception:  # noqa: BLE001 - notes are best effort
-                    flags = None
-            if flags:
-                notes["flags"] = flags
-            if not notes:
-                return event
-            out = dict(event, moderation=notes)
-            if mark is not None and mark["cw"]:
-                out["content_warning"] = mark["cw"]
-            return out
-        if mark is None:
-            return event
-        out = dict(event)
-        if mark["cw"]:
-            out["content_warning"] = mark["cw"]
-        if mark["redacted"] or (mark["hidden"] and viewer != event["sender"]):
-            text = P.REDACTED_TEXT if mark["redacted"] else P.HIDDEN_TEXT
-            content = {k: event["content"][k] for k in _RELATION_KEYS if k in event["content"]}
-            content["body"] = text
-            out["content"] = content
-            out["moderation"] = {"hidden": bool(mark["hidden"]), "redacted": bool(mark["redacted"])}
-        elif mark["hidden"]:  # the author still sees their own post, and why it is hidden
-            out["moderation"] = {"hidden": True, "redacted": False,
-                                 "rule": self._rule_or_stub(service, mark["rule"]), "reason": mark["reason"]}
-        return out
-
-    async def set_mark(self, actor: str, room_id: str, event_id: str, author: str, action: str, *,
-                       rule: Optional[str], reason: Optional[str], hidden: Optional[bool] = None,
-                       redacted: Optional[bool] = None, cw: Optional[str] = None) -> Dict[str, Any]:
-        """Record a moderator's action on an event, tell the room and the author, audit it."""
-        old = self.marks.get(event_id) or {"hidden": False, "redacted": False, "cw": None}
-        mark = {"event_id": event_id, "room_id": room_id,
-                "hidden": old["hidden"] if hidden is None else hidden,
-                "redacted": old["redacted"] or bool(redacted),
-                "cw": cw if cw is not None else old["cw"],
-                "rule": rule if rule is not None else old.get("rule"),
-                "reason": reason if reason is not None else old.get("reason"),
-                "by_user": actor, "updated_ts": self.now_ms()}
-        await self.store.put_mark(mark)
-        self.marks[event_id] = mark
-        service = self.services.service_of(room_id)
-        etype = {"hide": P.MOD_HIDE, "unhide": P.MOD_UNHIDE, "redact": P.MOD_REDACT, "cw": P.MOD_CW}[action]
-        content: Dict[str, Any] = {"target": event_id}
-        if action == "cw":
-            content["category"] = mark["cw"]
-        announced = await self.announce(room_id, etype, content, actor)
-        rule_form = self._rule_or_stub(service, rule)
-        notice = {
-            "hide": "A moderator has hidden your post from others while it is reviewed.",
-            "unhide": "A moderator has made your post visible again.",
-            "redact": "A moderator has removed your post.",
-            "cw": "A moderator has added a content warning to your post, so others can choose to see it.",
-        }[action]
-        if rule_form is not None:
-            notice += f" (rule: {rule_form['title']} - {rule_form['plain_words']})"
-        if reason:
-            notice += f" The reason: {reason}"
-        if author != actor:
-            self.push(author, {"op": "moderated", "action": action, "room_id": room_id, "event_id": event_id,
-                               "rule": rule_form, "reason": reason, "notice": notice})
-        await self.audit(actor, f"moderation.{action}", member=author, service=service,
-                         details={"room_id": room_id, "event_id": event_id, "rule": rule, "reason": reason,
-                                  "category": mark["cw"] if action == "cw" else None})
-        log.info("moderation.marked", action=action, room_id=room_id, event_id=event_id)
-        return {"event_id": event_id, "room_id": room_id, "hidden": mark["hidden"], "redacted": mark["redacted"],
-                "content_warning": mark["cw"], "announced": announced}
-
-    async def announce(self, room_id: str, etype: str, content: Dict[str, Any], actor: str) -> Optional[str]:
-        """Send a ``ps.mod.*`` event into the room; returns its event ID.
-
-        The sender is the acting moderator when joined, else the room's creator when
-        joined (the room's steward, as service state is sent); otherwise only an ephemeral
-        ``moderation`` push reaches the room's live members (history is filtered anyway).
-        """
-        state = self.rooms.rooms.get(room_id)
-        sender = None
-        if state is not None:
-            if state.membership(actor) == "join":
-                sender = actor
-            elif state.creator and state.membership(state.creator) == "join":
-                sender = state.creator
-        if sender is not None:
-            try:
-                event_id, _, _ = await self.rooms.send_event(self.author_session(sender), room_id, etype, content)
-                return event_id
-            except SharonError as err:
-                log.warn("moderation.announce_failed", room_id=room_id, code=err.code)
-        frame = {"op": "moderation", "room_id": room_id, "type": etype, "content": content}
-        for conn in list(self.hub.room_subs.get(room_id, ())):
-            conn.reply(frame)
-        return None
-
-    async def hide(self, room_id: str, event_id: str, by: str, rule: Optional[str], reason: str) -> Dict[str, Any]:
-        """Hide an event from peers (published for other features, e.g. triage's out-of-hours rule)."""
-        row = await self.ctx.db.events.get_event(event_id)
-        if row is None or row.room_id != room_id:
-            raise NotFound(f"no event {event_id} in room {room_id}", "event_id")
-        return await self.set_mark(by, room_id, event_id, row.sender, "hide", rule=rule, reason=reason, hidden=True)
 
 
 class _Observer(EventType):
