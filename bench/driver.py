@@ -281,8 +281,12 @@ class Driver:
 
     async def cmd_latency(self, senders: str, rooms: List[str], receivers: int, duration_s: float,
                           rate: Optional[float] = None, window: int = 1, warmup_s: float = 0.5,
-                          body_chars: int = 120, grace_s: float = 5.0) -> Dict[str, Any]:
+                          body_chars: int = 120, grace_s: float = 5.0,
+                          pad_text: Optional[str] = None) -> Dict[str, Any]:
         """Send messages and time them to their ``receivers`` deliveries each.
+
+        ``pad_text`` (repeated to fill the body) replaces the default "xxx..." padding, e.g.
+        with ordinary prose for the risk-detection scenario.
 
         ``rate`` (msg/s, open loop, evenly spaced; sends are not held back by acks) or, when
         ``rate`` is None, saturation: each sender keeps ``window`` sends in flight. Sender i
@@ -293,7 +297,8 @@ class Driver:
         self.step += 1
         marker = f"b{self.run_nonce}.{self.step}:"
         tracker = Tracker(marker, receivers)
-        pad = "x" * max(0, body_chars - len(marker) - 12)
+        pad_len = max(0, body_chars - len(marker) - 12)
+        pad = (pad_text * (pad_len // max(1, len(pad_text)) + 1))[:pad_len] if pad_text else "x" * pad_len
         send_clients = self.group(senders)
         acks: List[float] = []
         errors: Dict[str, int] = {}

@@ -481,6 +481,8 @@ async def scenario_connect(ctx: Ctx) -> Dict[str, Any]:
     return {"steps": steps}
 
 
+from bench.scenario_risk import scenario_risk  # noqa: E402 - issue #6, owned with protocol/risk.py
+
 SCENARIOS: Dict[str, Callable[[Ctx], Any]] = {
     "history": scenario_history,
     "startup": scenario_startup,
@@ -489,5 +491,6 @@ SCENARIOS: Dict[str, Callable[[Ctx], Any]] = {
     "sends": scenario_sends,
     "idle": scenario_idle,
     "connect": scenario_connect,
+    "risk": scenario_risk,
 }
 """Run order: history before startup lets startup reuse the big database (see run.py)."""
