@@ -82,3 +82,36 @@ def test_upheld_appeal_keeps_the_sanction(mod_server, run):
         await c.close()
 
     run(scenario(), timeout_s=60)
+
+
+def test_cli_rules_sanctions_and_appeal(mod_server, run, tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from tests.helpers import PASSWORD, fresh_pseudonym
+
+    script = Path(sys.executable).with_name("sharon")
+    base = [str(script)] if script.exists() else [sys.executable, "-m", "clients.cli.main"]
+    env = dict(os.environ, SHARON_CONFIG_DIR=str(tmp_path / "cfg"), SHARON_SERVER=mod_server.ws_url,
+               SHARON_PASSWORD=PASSWORD)
+
+    def sharon(*args: str) -> str:
+        result = subprocess.run(base + list(args), env=env, capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, (args, result.stdout, result.stderr)
+        return result.stdout.strip()
+
+    user_id = sharon("register", fresh_pseudonym("climember"))
+    c = run(cast(mod_server, members=0))
+    run(c.admin.request("service_add_member", service_id=c.service, user_id=user_id))
+    assert "be-kind" in [json.loads(line)["id"] for line in sharon("rules", c.service).splitlines()]
+    warned = run(c.mods[0].request("sanction", service_id=c.service, user_id=user_id, kind="warn",
+                                   rule="be-kind", reason="Unkind words."))
+    mine = [json.loads(line) for line in sharon("my-sanctions").splitlines()]
+    assert [s["sanction_id"] for s in mine] == [warned["sanction_id"]]
+    appeal = json.loads(sharon("appeal", warned["sanction_id"], "I was upset; I apologised."))
+    listed = run(c.mods[1].request("appeals", service_id=c.service))["appeals"]
+    assert [a["appeal_id"] for a in listed] == [appeal["appeal_id"]]
+    run(c.close())
