@@ -91,7 +91,7 @@ _LEET = str.maketrans({"0": "o", "1": "i", "2": "z", "3": "e", "4": "a", "5": "s
 _SEPARATORS = re.compile(r"[\s_.\-]+")
 _EMAILISH = re.compile(r"@|(^|[._\-])at[._\-].+[._\-]dot([._\-]|$)")
 _TLD = re.compile(r"[._\-](com|net|org|uk|io|co|info|gov|nhs|edu|app|dev|xyz|me|biz|ly)([._\-]|$)")
-_DIGIT_RUN = re.compile(r"\+?\d(?:[\s().\-]*\d){6,}")
+_DIGIT_RUN = re.compile(r"\+?\d(?:[\s()._\-]*\d){6,}")
 _DATE = re.compile(r"\d{1,4}[._\-]\d{1,2}[._\-]\d{1,4}")
 _DIGITS = re.compile(r"\d+")
 _LETTERS = re.compile(r"[a-z]+")
@@ -158,13 +158,13 @@ class PseudonymScreen:
         folded = pseudonym.casefold()
         if _EMAILISH.search(folded) or _TLD.search(folded):
             reject("it looks like an email address or a web address")
+        if _DATE.search(folded):
+            reject("it looks like a date")
         for run in _DIGIT_RUN.findall(folded):
             digits = re.sub(r"\D", "", run)
             if len(digits) == 10:
                 reject("it looks like an NHS number or a phone number")
             reject("it looks like a phone number (more than 6 digits in a row)")
-        if _DATE.search(folded):
-            reject("it looks like a date")
         skeleton, words = _skeleton(pseudonym), set(_words(pseudonym))
         for rule, entries in self._compiled:
             for word, short in entries:
