@@ -519,7 +519,12 @@ class Triage:
 
     def _offer(self, item: Item, stage: str) -> None:
         roles = ("peer",) if stage == "peers" else ("clinician",)
-        people = self.members_with(item.service_id, roles) - {item.subject_user}
+        state = self.rooms.rooms.get(item.room_id or "")
+        if state is None:
+            return
+        public = state.join_rule() == "public"
+        people = {u for u in self.members_with(item.service_id, roles) - {item.subject_user}
+                  if public or state.membership(u) == "join"}  # only those who may read the post
         frame = {"op": "unanswered_offer", "stage": stage, "service_id": item.service_id,
                  "room_id": item.room_id, "event_id": item.event_id, "title": item.summary,
                  "posted_ts": item.created_ts, "item_id": item.item_id if stage == "clinicians" else None}
@@ -541,7 +546,7 @@ class _OutOfHours(EventType):
         if not service_id:
             return
         score, category = _risk_of(ctx.scratch)
-        if score < self.t.hold_threshold(service_id):
+        if score <= 0 or score < self.t.hold_threshold(service_id):
             return
         nobody = not self.t.anyone_on_duty(service_id)
         settings = self.t.settings(service_id)
@@ -570,7 +575,7 @@ def install(ctx: Any) -> None:
         if not service_id:
             return None
         score, _ = _risk_of(send.scratch)
-        if score >= t.hold_threshold(service_id) and not t.anyone_on_duty(service_id):
+        if score > 0 and score >= t.hold_threshold(service_id) and not t.anyone_on_duty(service_id):
             return "out of hours: held until a moderator has looked at it"
         return None
 
