@@ -355,7 +355,7 @@ def install(ctx: Any) -> None:
         ctx.rooms.register_event_type(_ModType(etype))
     ctx.rooms.observers.append(_Observer(mod))
     ctx.rooms.hold_handler = mod.hold
-    ctx.rooms.event_filters.append(mod.event_filter)
+    ctx.rooms.event_filters.insert(0, mod.event_filter)  # first: later filters (member CW prefs) see the marks
     ctx.rooms.join_guards.insert(0, mod.join_guard)  # first: "banned" says more than "not a member"
     ctx.accounts.gates.append(mod.gate)
     ctx.add_loader(mod.load)
