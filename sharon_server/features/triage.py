@@ -434,6 +434,16 @@ class Triage:
                  reporters=len(item.reporters))
         return len(item.reporters)
 
+    async def resolve_ref(self, service_id: str, ref: str, outcome: str, by: Optional[str],
+                          note: Optional[str] = None) -> bool:
+        """Close the open item of a held post (``ref`` = its held_id), e.g. when a moderator
+        approves or rejects it; False if there is none."""
+        item = self.items.get(self.by_target.get((service_id, _target(None, ref, None, None)), ""))
+        if item is None:
+            return False
+        await self.resolve(item, outcome if outcome in P.OUTCOMES else "action_taken", by, note)
+        return True
+
     async def _notify(self, user_id: str, frame: Dict[str, Any]) -> None:
         notifier = self.ctx.notifier or self.ctx.extras.get("notifier")
         notify = getattr(notifier, "notify", None)
