@@ -311,3 +311,31 @@ def test_redemption_on_postgresql(pg_server, run):
         await close(w, *clients)
 
     run(scenario())
+
+
+def test_the_cli_invites_registers_with_the_code_and_discharges(iserver, tmp_path):
+    from tests.test_cli import User
+
+    admin, clin = User(iserver, tmp_path / "admin", "keeper").register(), User(iserver, tmp_path / "clin", "clin").register()
+    grant_admin(iserver, admin.pseudonym)
+    service = admin.ok("create-service", "Perinatal").strip()
+    admin.ok("service-add", service, clin.user_id, "--role", "clinician")
+    record = identity()
+    created = clin.run("invites", "create", service, "--identity", "-", "--role", "carer", "--note", "via GP",
+                       stdin=json.dumps(record))
+    assert created.returncode == 0, created.stderr
+    assert "will NOT be shown again" in created.stderr and not leaks([created.stdout, created.stderr], record)
+    code = next(line.split(": ", 1)[1] for line in created.stdout.splitlines() if line.startswith("code: "))
+    link = next(line.split(": ", 1)[1] for line in created.stdout.splitlines() if line.startswith("link: "))
+    newcomer = User(iserver, tmp_path / "new", "lark")
+    newcomer.user_id = newcomer.ok("register", newcomer.pseudonym, "--invite", link).strip()
+    assert "role=carer" in newcomer.ok("services")
+    again = User(iserver, tmp_path / "again", "lark").run("register", fresh_pseudonym("lark"), "--invite", code)
+    assert again.returncode == 1 and "invite_code_used" in again.stderr and "invite_code" in again.stderr
+    listed = clin.ok("invites", "list", service)
+    assert " used " in listed and "via GP" in listed and not leaks(listed, record)
+    missing = clin.run("invites", "create", service)
+    assert missing.returncode == 1 and "--identity" in missing.stderr
+    out = clin.ok("discharge", service, newcomer.user_id, "--reason", "moved away")
+    assert "discharged" in out and "left the service" in out
+    assert newcomer.ok("services").strip() == ""

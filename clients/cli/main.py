@@ -63,6 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
         c = cmd(name, f"{verb} (password from SHARON_PASSWORD or a prompt); prints your user ID")
         c.add_argument("pseudonym")
         c.add_argument("--device-name", default=DEVICE_NAME, help="a name for this device")
+    sub.choices["register"].add_argument(
+        "--invite", metavar="CODE", help="the invite code (or link) your clinician gave you: joins their service")
     cmd("logout", "log this device out and forget its token")
     cmd("whoami", "show the saved session for the server")
     c = cmd("rooms", "list the rooms you are in or invited to")
@@ -218,7 +220,15 @@ async def _sign_in(args: argparse.Namespace, op: str) -> int:
     password = _password(confirm=op == "register")
     client = await _connect(args)
     try:
-        result = await getattr(client, op)(args.pseudonym, password, device_name=args.device_name)
+        invite = getattr(args, "invite", None)
+        if op == "register" and invite:
+            code = invite.rsplit("#", 1)[-1].strip()  # a link carries the code in its fragment
+            fields = {"pseudonym": args.pseudonym, "password": password, "invite_code": code}
+            if args.device_name:
+                fields["device_name"] = args.device_name
+            result = await client.request("register", **fields)
+        else:
+            result = await getattr(client, op)(args.pseudonym, password, device_name=args.device_name)
     finally:
         await client.close()
     save_session(
