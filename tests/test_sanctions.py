@@ -40,6 +40,8 @@ def test_hide_unhide_redact_and_content_warning(mod_server, run):
         mod, alice, bob = c.mods[0], c.members[0], c.members[1]
         sent = await alice.send(c.room, "my address is 12 Acacia Road", txn_id=txn())
         await next_of(bob, "m.room.message")
+        found = (await bob.request("search", query="Acacia"))["results"]
+        assert [r["event"]["event_id"] for r in found] == [sent["event_id"]]
         with pytest.raises(Forbidden):
             await bob.request("mod_hide", event_id=sent["event_id"], rule="no-identifying-details", reason="x")
         with pytest.raises(UnknownRule) as bad:
@@ -57,6 +59,7 @@ def test_hide_unhide_redact_and_content_warning(mod_server, run):
         assert told["action"] == "hide" and told["rule"]["id"] == "no-identifying-details"
         assert "address" in told["notice"]
 
+        assert (await bob.request("search", query="Acacia"))["results"] == []
         peer = _by_id(await all_history(bob, c.room), sent["event_id"])
         assert peer["content"] == {"body": P.HIDDEN_TEXT} and peer["moderation"]["hidden"] is True
         assert "reason" not in peer["moderation"]

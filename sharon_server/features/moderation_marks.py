@@ -100,6 +100,8 @@ class Marks:
                 "by_user": actor, "updated_ts": self.now_ms()}
         await self.store.put_mark(mark)
         self.marks[event_id] = mark
+        if mark["hidden"] or mark["redacted"]:
+            await self.store.unindex(event_id)  # not re-indexed on unhide: see docs/safety.md
         service = self.services.service_of(room_id)
         etype = {"hide": P.MOD_HIDE, "unhide": P.MOD_UNHIDE, "redact": P.MOD_REDACT, "cw": P.MOD_CW}[action]
         content: Dict[str, Any] = {"target": event_id}

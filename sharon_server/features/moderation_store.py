@@ -12,6 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from sharon_server.storage.schema_moderation import (
     mod_appeals, mod_held, mod_marks, mod_premod, mod_sanctions,
 )
+from sharon_server.storage.schema_social import search_docs
 
 __all__ = ["ModerationStore"]
 
@@ -94,6 +95,11 @@ class ModerationStore:
         async with self._db.engine.begin() as conn:
             await conn.execute(mod_marks.delete().where(mod_marks.c.event_id == row["event_id"]))
             await conn.execute(mod_marks.insert().values(**row))
+
+    async def unindex(self, event_id: str) -> int:
+        """Drop an event from the search index (a hidden or redacted post stops being found;
+        the index's delete trigger keeps the full-text table in step)."""
+        return await self._write(search_docs.delete().where(search_docs.c.event_id == event_id))
 
     # -- pre-moderation counts ------------------------------------------------------------
     async def premod(self) -> List[Dict[str, Any]]:
