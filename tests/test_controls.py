@@ -9,7 +9,7 @@ import pytest
 from protocol.errors import BadField, CannotBlockStaff, Forbidden, MissingField, NotFound
 from tests.conftest import ServerProcess
 from tests.helpers import all_history, messages_until, user
-from tests.test_services import grant_admin
+from tests.test_content_support import grant_admin
 
 pytestmark = pytest.mark.integration
 
@@ -271,3 +271,55 @@ def test_cli_controls(ctl_server, run, tmp_path):
     assert me.ok("break", "on", "--hours", "2").startswith("on a break until ")
     assert me.ok("break").startswith("on a break until ")
     assert me.ok("break", "off").strip() == "not on a break"
+
+
+def test_a_timed_break_ends_by_itself():
+    """The break's end is a comparison with the server clock at each use (no timer to lose)."""
+    from types import SimpleNamespace
+
+    from sharon_server.features.controls import Controls
+
+    now = [1_000]
+    ctx = SimpleNamespace(db=None, now_ms=lambda: now[0], services=None, hub=SimpleNamespace(blocked_by={}))
+    c = Controls(ctx)
+    c._apply("@a:x", [], {}, True, 5_000)  # noqa: SLF001
+    row = {"user_id": "@a:x", "actor": "@b:x"}
+    assert c.on_break("@a:x") and c.notify_filter(row, []) == "quiet"
+    assert c.break_state("@a:x") == {"on": True, "until_ts": 5_000}
+    now[0] = 5_000
+    assert not c.on_break("@a:x") and c.notify_filter(row, []) is None
+    assert c.break_state("@a:x") == {"on": False, "until_ts": None}
+
+
+def test_controls_and_risk_flags_on_postgresql(pg_server, run):
+    """The same writes and reads on PostgreSQL: upserts, blocks, flags, and a reload."""
+    async def first():
+        admin, clin, (alice, bob), service, room = await _cast(pg_server, 2)
+        await alice.request("block", user_id=bob.user_id)
+        await alice.request("mute_words_set", words=["spiders"])
+        await alice.request("mute_words_set", words=["moths"])  # the update path of the upsert
+        await alice.request("break_set", on=True)
+        sent = await bob.send(room, "honestly I want to die some nights")
+        flags = (await clin.request("risk_flags", service_id=service))["flags"]
+        assert [(f["event_id"], f["score"]) for f in flags] == [(sent["event_id"], 700)]
+        ids = (alice.pseudonym, bob.user_id, clin.pseudonym, service)
+        await _close(admin, clin, alice, bob)
+        return ids
+
+    pseudonym, bob_id, clin_name, service = run(first())
+    pg_server.restart()
+
+    async def second():
+        from clients.client import SharonClient
+        from tests.helpers import PASSWORD
+        alice = await SharonClient.connect(pg_server.ws_url)
+        await alice.login(pseudonym, PASSWORD)
+        got = await alice.request("controls")
+        assert [b["user_id"] for b in got["blocks"]] == [bob_id]
+        assert got["mute_words"] == ["moths"] and got["break"]["on"] is True
+        clin = await SharonClient.connect(pg_server.ws_url)
+        await clin.login(clin_name, PASSWORD)
+        assert len((await clin.request("risk_flags", service_id=service))["flags"]) == 1
+        await _close(alice, clin)
+
+    run(second())

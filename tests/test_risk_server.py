@@ -9,7 +9,7 @@ import pytest
 from protocol.errors import BadField, Forbidden
 from tests.conftest import ServerProcess
 from tests.helpers import messages_until, user
-from tests.test_services import grant_admin
+from tests.test_content_support import grant_admin
 
 pytestmark = pytest.mark.integration
 
