@@ -60,6 +60,10 @@ def test_appeal_is_decided_by_a_different_moderator_and_overturning_lifts(mod_se
         mine = (await alice.request("my_sanctions"))["sanctions"][0]
         assert mine["appeal"]["outcome"] == "overturned" and mine["lifted_ts"] is not None
         assert "decided_by" not in mine["appeal"]
+        audit = (await c.admin.request("audit_query", member=alice.user_id))["entries"]
+        actions = {(e["action"], e["actor"]) for e in audit}
+        assert {("moderation.mute", issuer.user_id), ("appeal.create", alice.user_id),
+                ("appeal.decide", other.user_id)} <= actions
         await c.close()
 
     run(scenario(), timeout_s=60)

@@ -30,23 +30,25 @@ def test_new_members_posts_are_invisible_to_peers_until_approved(mod_server, run
         c = await cast(mod_server, {"premoderation": "new_members", "premod_first_posts": 1})
         mod, alice, bob = c.mods[0], c.members[0], c.members[1]
         first = txn()
-        held = await alice.send(c.room, "my first post about quokkaberry", txn_id=first)
+        text = f"my first post about quokkaberry, hi @{bob.pseudonym}"
+        held = await alice.send(c.room, text, txn_id=first)
         assert held["held"] is True and held["reason"] == "premoderation" and held["notice"]
-        again = await alice.send(c.room, "my first post about quokkaberry", txn_id=first)
+        again = await alice.send(c.room, text, txn_id=first)
         assert again["held_id"] == held["held_id"] and again["duplicate"] is True
 
         # peers: nothing live (the moderator's later message is the next thing they get),
         # nothing in history, nothing in search
         await mod.send(c.room, "welcome everyone")
         assert (await next_of(bob, "m.room.message"))["content"]["body"] == "welcome everyone"
-        assert "my first post about quokkaberry" not in _bodies(await all_history(bob, c.room))
+        assert text not in _bodies(await all_history(bob, c.room))
         found = await bob.request("search", query="quokkaberry")
         assert found["results"] == []
+        assert (await bob.request("notifications"))["notifications"] == []  # the mention waits too
 
         # the author sees their own held post; staff see it in the service's queue
         mine = (await alice.request("held_mine"))["held"]
         assert [(h["held_id"], h["status"], h["content"]["body"]) for h in mine] == \
-            [(held["held_id"], "held", "my first post about quokkaberry")]
+            [(held["held_id"], "held", text)]
         assert "author" not in mine[0]
         with pytest.raises(Forbidden):
             await bob.request("held_list", service_id=c.service)
@@ -62,11 +64,13 @@ def test_new_members_posts_are_invisible_to_peers_until_approved(mod_server, run
         assert note["event_id"] == approved["event_id"] and note["held_id"] == held["held_id"]
         live = await next_of(bob, "m.room.message")
         assert (live["event_id"], live["sender"], live["content"]["body"]) == \
-            (approved["event_id"], alice.user_id, "my first post about quokkaberry")
+            (approved["event_id"], alice.user_id, text)
+        mentions = (await bob.request("notifications"))["notifications"]
+        assert [(n["reason"], n["event_id"]) for n in mentions] == [("mention", approved["event_id"])]
         assert [r["event"]["event_id"] for r in (await bob.request("search", query="quokkaberry"))["results"]] \
             == [approved["event_id"]]
         # a retry of the original send now finds the published event
-        retry = await alice.send(c.room, "my first post about quokkaberry", txn_id=first)
+        retry = await alice.send(c.room, text, txn_id=first)
         assert retry["event_id"] == approved["event_id"] and retry["duplicate"] is True
         with pytest.raises(AlreadyDecided):
             await c.mods[1].request("held_approve", held_id=held["held_id"])

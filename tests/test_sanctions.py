@@ -144,6 +144,8 @@ def test_mute_refuses_posts_until_lifted_and_warn_notice(mod_server, run):
         assert listed[0]["issued_by"] == mod.user_id and listed[0]["pseudonym"] == alice.pseudonym
         with pytest.raises(Forbidden):
             await bob.request("sanctions", service_id=c.service)
+        card = await c.mods[1].request("member_card", service_id=c.service, user_id=alice.user_id)
+        assert [s["sanction_id"] for s in card["sanctions"]] == [muted["sanction_id"]]
 
         await c.mods[1].request("sanction_lift", sanction_id=muted["sanction_id"], reason="Talked it through.")
         assert (await push(alice, "sanction_lifted"))["sanction_id"] == muted["sanction_id"]

@@ -139,6 +139,12 @@ class Moderation(Marks):
                 if (r["until_ts"] is None or r["until_ts"] > now)
                 and (service_id is None or r["service_id"] in (None, service_id))]
 
+    async def card_section(self, service_id: str, user_id: str) -> Dict[str, Any]:
+        """Member-card section (staff): the member's ten newest sanctions here or server-wide."""
+        rows = await self.store.sanctions([service_id, None], user_id, 10)
+        appeals = await self.store.appeals_of([r["sanction_id"] for r in rows])
+        return {"sanctions": [self.staff_form(r, appeals.get(r["sanction_id"])) for r in rows]}
+
     def gate(self, user_id: str) -> None:
         """Login/token gate: suspended accounts and server-wide bans are refused."""
         if user_id not in self.active:
@@ -359,8 +365,7 @@ def install(ctx: Any) -> None:
     ctx.rooms.join_guards.insert(0, mod.join_guard)  # first: "banned" says more than "not a member"
     ctx.accounts.gates.append(mod.gate)
     ctx.add_loader(mod.load)
-    ctx.extras.setdefault("member_card_sections", []).append(
-        lambda service_id, user_id: {"sanctions": mod.member_sanctions(user_id, service_id)})
+    ctx.extras.setdefault("member_card_sections", []).append(mod.card_section)
     from sharon_server.features import moderation_ops, moderation_sanctions
     moderation_ops.register(mod)
     moderation_sanctions.register(mod)
