@@ -217,3 +217,33 @@ def test_reports_on_postgresql(pg_server, run):
         await t.close()
 
     run(scenario(), 60)
+
+
+def test_staff_never_see_or_work_reports_about_themselves(rserver, run):
+    async def scenario():
+        t = await team(rserver, mods=2, members=1)
+        m1, m2 = t.mods
+        reporter = t.members[0]
+        room = (await t.admin.request("create_room", kind="chat", name="Evening", public=True,
+                                      service_id=t.service_id))["room_id"]
+        for x in (m1, m2, reporter):
+            await x.join(room)
+        await m1.request("duty", service_id=t.service_id, on=True)
+        post = (await m1.send(room, "a moderator being unkind"))["event_id"]
+        await drain(*t.everyone())
+        await reporter.request("report", room_id=room, event_id=post, category="risk_to_others", note="scared")
+        alert = await frame_op(m2, "alert")  # m1 is on duty but is the subject: the fallback gets it
+        assert alert["route"] == "fallback" and alert["item"]["reporters"][0]["reporter"] == reporter.user_id
+        await frame_op(t.admin, "alert")
+        seen = await _everything_seen_by(m1)
+        assert reporter.user_id not in seen and "scared" not in seen and '"alert"' not in seen
+        assert (await m1.request("queue", service_id=t.service_id))["items"] == []
+        item_id = (await m2.request("queue", service_id=t.service_id))["items"][0]["item_id"]
+        from protocol.errors import TriageItemNotFound
+        with pytest.raises(TriageItemNotFound):
+            await m1.request("queue_claim", item_id=item_id)
+        await m2.request("queue_resolve", item_id=item_id, outcome="action_taken")
+        assert (await frame_op(reporter, "report_outcome"))["outcome"] == "action_taken"
+        await t.close()
+
+    run(scenario(), 60)

@@ -255,11 +255,13 @@ class Triage:
             out = self.members_with(service_id, ("moderator", "clinician", "admin"))
         return out
 
-    def alert_targets(self, service_id: str) -> Tuple[Set[str], str]:
-        on = self.on_duty(service_id)
+    def alert_targets(self, service_id: str, exclude: Iterable[str] = ()) -> Tuple[Set[str], str]:
+        """Who gets an alert: the on-duty staff, else the fallback (never anyone in ``exclude``)."""
+        left_out = set(exclude)
+        on = self.on_duty(service_id) - left_out
         if on:
             return on, "on_duty"
-        return self.fallback_users(service_id), "fallback"
+        return self.fallback_users(service_id) - left_out, "fallback"
 
     def push(self, user_ids: Iterable[str], frame: Dict[str, Any]) -> int:
         """Write ``frame`` to every live connection of ``user_ids``; how many got it."""
@@ -270,9 +272,10 @@ class Triage:
                 sent += 1
         return sent
 
-    def alert(self, service_id: str, payload: Dict[str, Any]) -> List[str]:
-        """Push ``payload`` to the on-duty staff of the service (the fallback if nobody)."""
-        targets, route = self.alert_targets(service_id)
+    def alert(self, service_id: str, payload: Dict[str, Any], exclude: Iterable[str] = ()) -> List[str]:
+        """Push ``payload`` to the on-duty staff of the service (the fallback if nobody);
+        ``exclude``: staff who must not get it (the member an item is about)."""
+        targets, route = self.alert_targets(service_id, exclude)
         frame = dict(payload)
         frame.setdefault("op", "alert")
         frame.setdefault("service_id", service_id)
@@ -370,7 +373,8 @@ class Triage:
             self.open_reports[report["reporter"]] = self.open_reports.get(report["reporter"], 0) + 1
 
     def _alert_item(self, item: Item, started: float) -> None:
-        self.alert(item.service_id, {"op": "alert", "item": self.view(item, self.now_ms())})
+        self.alert(item.service_id, {"op": "alert", "item": self.view(item, self.now_ms())},
+                   exclude=[item.subject_user] if item.subject_user else ())
         took = (time.perf_counter() - started) * 1000
         self.alert_latency_ms = (self.alert_latency_ms + [took])[-100:]
         log.info("triage.alert_latency", item_id=item.item_id, ms=round(took, 3))
@@ -409,6 +413,8 @@ class Triage:
 
     def ranked(self, service_ids: Iterable[str], now: int) -> List[Item]:
         chosen = [self.items[i] for s in service_ids for i in self.per_service.get(s, ())]
+        for item in chosen:  # targets may have changed since the item arrived
+            item.due_ts = self._due(item.service_id, item.category, item.created_ts)
         order = {r["item_id"]: n for n, r in enumerate(P.rank([i.ranking() for i in chosen], now))}
         return sorted(chosen, key=lambda i: order[i.item_id])
 
@@ -609,7 +615,8 @@ def install(ctx: Any) -> None:
 
     def require_item(session: Any, item_id: str) -> Item:
         item = t.items.get(item_id)
-        if item is None or not services.is_staff(item.service_id, session.user_id):
+        if item is None or not services.is_staff(item.service_id, session.user_id) \
+                or item.subject_user == session.user_id:  # staff never work (or see) cases about themselves
             raise TriageItemNotFound(f"no open triage item {item_id}", "item_id")
         return item
 
@@ -701,7 +708,8 @@ def install(ctx: Any) -> None:
         item.hidden = True
         await t._save(item)
         log.info("triage.hidden", service_id=item.service_id, item_id=item.item_id, reports=len(item.reporters))
-        t.alert(item.service_id, {"op": "alert", "item": t.view(item, ctx.now_ms()), "hidden": True})
+        t.alert(item.service_id, {"op": "alert", "item": t.view(item, ctx.now_ms()), "hidden": True},
+                exclude=[item.subject_user] if item.subject_user else ())
 
     async def my_reports(conn: Any, req: P.MyReports) -> Dict[str, Any]:
         session = conn.require_session()
@@ -723,7 +731,7 @@ def install(ctx: Any) -> None:
         else:
             service_ids = [s for s in t.per_service if services.is_staff(s, session.user_id)]
         now = ctx.now_ms()
-        ranked = t.ranked(service_ids, now)
+        ranked = [i for i in t.ranked(service_ids, now) if i.subject_user != session.user_id]
         return {"items": [t.view(i, now) for i in ranked[:MAX_QUEUE_PAGE]], "total": len(ranked), "now_ts": now}
 
     async def claim(conn: Any, req: P.QueueClaim) -> Dict[str, Any]:
@@ -764,7 +772,7 @@ def install(ctx: Any) -> None:
         item = require_item(session, req.item_id)
         if item.claimed_by not in (None, session.user_id) and not is_admin(item.service_id, session.user_id):
             raise TriageItemClaimed("someone else has claimed this item", "item_id")
-        clinicians = t.members_with(item.service_id, ("clinician",)) - {session.user_id}
+        clinicians = t.members_with(item.service_id, ("clinician",)) - {session.user_id, item.subject_user}
         if not clinicians:
             raise NoClinician("this service has no clinician to escalate to", "item_id")
         on = clinicians & t.on_duty(item.service_id)
