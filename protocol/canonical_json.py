@@ -18,7 +18,7 @@ Decisions:
 from __future__ import annotations
 
 import json
-from typing import Any, List, Tuple, Type
+from typing import Any, Dict, List, Tuple, Type
 
 from protocol.errors import BadJSON, SharonError
 
@@ -28,6 +28,8 @@ __all__ = [
     "encode_canonical",
     "decode_strict",
     "check_json_value",
+    "encode_object_parts",
+    "encode_value",
 ]
 
 MAX_SAFE_INT = 2**53 - 1
@@ -147,6 +149,28 @@ def check_json_value(value: Any, field: str = "", *, error: Type[SharonError] = 
         pass
     _slow_walk(value, field, error)  # outside the except block: no chained _Invalid
     raise error(f"{field or 'value'} is not in the JSON data model", field or None)  # pragma: no cover
+
+
+_ENCODE = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), sort_keys=True, allow_nan=False).encode
+
+
+def encode_object_parts(parts: Dict[str, str]) -> str:
+    """The canonical text of an object given each key's ALREADY canonical value text.
+
+    Canonical JSON is compositional (sorted keys, compact), so an object can be assembled
+    from separately encoded members: this lets a caller encode a large member (an event's
+    ``content``) once and reuse its text in several objects. The caller must have checked
+    the values with ``check_json_value`` and encoded them with ``encode_value``.
+    """
+    return "{" + ",".join([_ENCODE(k) + ":" + parts[k] for k in sorted(parts)]) + "}"
+
+
+def encode_value(value: Any) -> str:
+    """Canonical text of a value the caller has already checked (``check_json_value``)."""
+    try:
+        return _ENCODE(value)
+    except RecursionError:
+        raise BadJSON("value is nested too deeply to encode") from None
 
 
 def encode_canonical(value: Any) -> bytes:

@@ -21,7 +21,7 @@ from protocol.canonical_json import encode_canonical
 from protocol.errors import (
     BadField, Forbidden, NotFound, NotInRoom, RoomNotFound, TooLarge, Unavailable,
 )
-from protocol.events import MAX_PDU_BYTES, compute_event_id, sign_event, to_client_event
+from protocol.events import MAX_PDU_BYTES, build_signed_event, to_client_event
 from protocol.signing import SigningKey
 from rooms import auth
 from rooms.builder import initial_state
@@ -65,6 +65,7 @@ class RoomService:
         self._txns_complete = True
         self._pending_txns: Dict[Tuple[str, str], "asyncio.Future[None]"] = {}
         self._next_pos = 1
+        self._last_raw: Tuple[str, bytes] = ("", b"")
         self._broken = False
         self.committer = GroupCommitter(store.persist_batch, self._on_commit, self._on_failure)
         self.event_types: Dict[str, EventType] = {}
@@ -150,8 +151,8 @@ class RoomService:
         verdict = auth.check(event, state)
         if isinstance(verdict, auth.Denied):
             raise Forbidden(verdict.reason)
-        signed = sign_event(event, self._server_name, self._key)
-        event_id = str(compute_event_id(signed))
+        signed, event_id, raw = build_signed_event(event, self._server_name, self._key)
+        self._last_raw = (event_id, raw)  # _pending stores these bytes instead of re-encoding
         pos = self._next_pos
         self._next_pos += 1
         return signed, event_id, pos
@@ -159,7 +160,9 @@ class RoomService:
     def _pending(self, room_id: str, signed: Dict[str, Any], event_id: str, pos: int,
                  state: RoomState, **extra: Any) -> PendingEvent:
         """Apply ``signed`` to memory and wrap its rows for the committer."""
-        raw = encode_canonical(signed)
+        cached_id, raw = self._last_raw
+        if cached_id != event_id:
+            raw = encode_canonical(signed)
         if len(raw) > MAX_PDU_BYTES:
             raise TooLarge(f"the event is larger than {MAX_PDU_BYTES} bytes")
         state_key = signed.get("state_key")
