@@ -9,7 +9,7 @@ import attr
 
 from clients.client import SharonClient
 from tests.helpers import user
-from tests.test_services import grant_admin
+from tests.test_content_support import grant_admin
 
 _txns = itertools.count(1)
 

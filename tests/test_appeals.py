@@ -119,3 +119,48 @@ def test_cli_rules_sanctions_and_appeal(mod_server, run, tmp_path):
     listed = run(c.mods[1].request("appeals", service_id=c.service))["appeals"]
     assert [a["appeal_id"] for a in listed] == [appeal["appeal_id"]]
     run(c.close())
+
+
+def test_moderation_on_postgresql_survives_a_restart(pg_server, run):
+    """Held posts, marks, sanctions and appeals on PostgreSQL; in force again after a restart."""
+    from clients.client import SharonClient
+    from tests.helpers import PASSWORD, all_history
+
+    async def before():
+        c = await cast(pg_server, {"premoderation": "new_members", "premod_first_posts": 1})
+        (issuer, other), (alice, bob) = c.mods, c.members
+        first = txn()
+        held = await alice.send(c.room, "hello from postgres", txn_id=first)
+        assert (await alice.send(c.room, "hello from postgres", txn_id=first))["held_id"] == held["held_id"]
+        approved = await issuer.request("held_approve", held_id=held["held_id"])
+        await issuer.request("mod_hide", event_id=approved["event_id"], rule="be-kind", reason="check")
+        muted = await issuer.request("sanction", service_id=c.service, user_id=bob.user_id, kind="mute",
+                                     rule="be-kind", reason="x", until_ts=int(time.time() * 1000) + 3600_000)
+        made = await bob.request("appeal", sanction_id=muted["sanction_id"], text="please")
+        with pytest.raises(AppealExists):
+            await bob.request("appeal", sanction_id=muted["sanction_id"], text="again")
+        await c.close()
+        return c, approved["event_id"], made["appeal_id"], alice.pseudonym, bob.pseudonym, other.pseudonym
+
+    c, event_id, appeal_id, alice_name, bob_name, other_name = run(before(), timeout_s=60)
+    pg_server.restart()
+
+    async def after():
+        bob = await SharonClient.connect(pg_server.ws_url)
+        await bob.login(bob_name, PASSWORD)
+        with pytest.raises(Muted):
+            await bob.send(c.room, "after restart", txn_id=txn())
+        seen = next(e for e in await all_history(bob, c.room) if e["event_id"] == event_id)
+        assert seen["content"]["body"] == "hidden by a moderator while it is reviewed"
+        other = await SharonClient.connect(pg_server.ws_url)
+        await other.login(other_name, PASSWORD)
+        await other.request("appeal_decide", appeal_id=appeal_id, outcome="overturned", reason="ok")
+        # no longer muted: the post is taken (and held, as bob is still a new member)
+        assert (await bob.send(c.room, "after restart", txn_id=txn()))["held"] is True
+        alice = await SharonClient.connect(pg_server.ws_url)
+        await alice.login(alice_name, PASSWORD)
+        assert "held" not in await alice.send(c.room, "quota used", txn_id=txn())
+        for client in (bob, other, alice):
+            await client.close()
+
+    run(after(), timeout_s=60)
