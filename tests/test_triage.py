@@ -145,6 +145,20 @@ def test_default_settings_are_sensible():
     assert any(e.get("phone") == "116 123" for e in merged["crisis_signposting"])
 
 
+def test_cli_countdowns_and_queue_lines():
+    from clients.cli.cmd_triage import format_countdown, queue_lines
+
+    assert format_countdown(15 * 60_000) == "15m00s"
+    assert format_countdown(2 * 3_600_000 + 61_000) == "2h01m"
+    assert format_countdown(0) == "OVERDUE 0m00s" and format_countdown(-90_000) == "OVERDUE 1m30s"
+    item = {"item_id": "tq_1", "category": "abuse", "risk_score": 0, "due_ts": 10**15, "status": "open",
+            "kinds": ["report"], "summary": "rude\x1b[31m", "report_count": 2, "high_risk": False,
+            "claimed_by": None, "subject_user": "@u:x", "subject_pseudonym": "calm-otter"}
+    (line,) = queue_lines([item])
+    assert line.startswith("  1  abuse") and "reports=2" in line and line.endswith("tq_1")
+    assert "\x1b" not in line  # summaries are cleaned of terminal escapes
+
+
 # -- against the real server ---------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
