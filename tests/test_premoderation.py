@@ -52,6 +52,8 @@ def test_new_members_posts_are_invisible_to_peers_until_approved(mod_server, run
         assert "author" not in mine[0]
         with pytest.raises(Forbidden):
             await bob.request("held_list", service_id=c.service)
+        triage = (await mod.request("queue", service_id=c.service))["items"]
+        assert [i["ref"] for i in triage if "premod" in i["kinds"]] == [held["held_id"]]
         queue = (await mod.request("held_list", service_id=c.service))["held"]
         assert [(h["held_id"], h["author"], h["author_pseudonym"]) for h in queue] == \
             [(held["held_id"], alice.user_id, alice.pseudonym)]

@@ -38,9 +38,9 @@ def test_hide_unhide_redact_and_content_warning(mod_server, run):
     async def scenario():
         c = await cast(mod_server)
         mod, alice, bob = c.mods[0], c.members[0], c.members[1]
-        sent = await alice.send(c.room, "my address is 12 Acacia Road", txn_id=txn())
+        sent = await alice.send(c.room, "buy my candles, link in my bio", txn_id=txn())
         await next_of(bob, "m.room.message")
-        found = (await bob.request("search", query="Acacia"))["results"]
+        found = (await bob.request("search", query="candles"))["results"]
         assert [r["event"]["event_id"] for r in found] == [sent["event_id"]]
         with pytest.raises(Forbidden):
             await bob.request("mod_hide", event_id=sent["event_id"], rule="no-identifying-details", reason="x")
@@ -50,24 +50,24 @@ def test_hide_unhide_redact_and_content_warning(mod_server, run):
         with pytest.raises(NotFound):
             await mod.request("mod_hide", event_id="$" + "A" * 43, rule="be-kind", reason="x")
 
-        done = await mod.request("mod_hide", event_id=sent["event_id"], rule="no-identifying-details",
-                                 reason="It has your address in it.")
+        done = await mod.request("mod_hide", event_id=sent["event_id"], rule="no-advertising",
+                                 reason="It advertises a shop.")
         assert done["hidden"] is True and done["announced"]
         live = await next_of(bob, P.MOD_HIDE)
         assert live["content"] == {"target": sent["event_id"]}
         told = await push(alice, "moderated")
-        assert told["action"] == "hide" and told["rule"]["id"] == "no-identifying-details"
-        assert "address" in told["notice"]
+        assert told["action"] == "hide" and told["rule"]["id"] == "no-advertising"
+        assert "advertises a shop" in told["notice"]
 
-        assert (await bob.request("search", query="Acacia"))["results"] == []
+        assert (await bob.request("search", query="candles"))["results"] == []
         peer = _by_id(await all_history(bob, c.room), sent["event_id"])
         assert peer["content"] == {"body": P.HIDDEN_TEXT} and peer["moderation"]["hidden"] is True
         assert "reason" not in peer["moderation"]
         own = _by_id(await all_history(alice, c.room), sent["event_id"])
-        assert own["content"]["body"] == "my address is 12 Acacia Road"
-        assert own["moderation"]["reason"] == "It has your address in it."
+        assert own["content"]["body"] == "buy my candles, link in my bio"
+        assert own["moderation"]["reason"] == "It advertises a shop."
         staff = _by_id(await all_history(c.mods[1], c.room), sent["event_id"])
-        assert staff["content"]["body"] == "my address is 12 Acacia Road"
+        assert staff["content"]["body"] == "buy my candles, link in my bio"
         assert staff["moderation"]["hidden"] is True and staff["moderation"]["by"] == mod.user_id
 
         # resume replay carries the placeholder too
@@ -80,10 +80,10 @@ def test_hide_unhide_redact_and_content_warning(mod_server, run):
 
         await mod.request("mod_unhide", event_id=sent["event_id"], reason="Edited by staff request")
         assert _by_id(await all_history(bob, c.room), sent["event_id"])["content"]["body"] \
-            == "my address is 12 Acacia Road"
+            == "buy my candles, link in my bio"
 
         # a redaction is for everyone but staff, the author included, and permanent
-        await mod.request("mod_redact", event_id=sent["event_id"], rule="no-identifying-details", reason="Address")
+        await mod.request("mod_redact", event_id=sent["event_id"], rule="no-advertising", reason="Advertising")
         await mod.request("mod_unhide", event_id=sent["event_id"], reason="try")
         for viewer in (alice, bob):
             assert _by_id(await all_history(viewer, c.room), sent["event_id"])["content"] == \

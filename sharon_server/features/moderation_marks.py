@@ -159,4 +159,5 @@ class Marks:
         row = await self.ctx.db.events.get_event(event_id)
         if row is None or row.room_id != room_id:
             raise NotFound(f"no event {event_id} in room {room_id}", "event_id")
+        by = by or "server"  # an automatic hide (e.g. out of hours) may have no acting person
         return await self.set_mark(by, room_id, event_id, row.sender, "hide", rule=rule, reason=reason, hidden=True)

@@ -146,7 +146,7 @@ def register(mod: Any) -> None:
             raise AppealExists("you have already appealed this sanction; each sanction can be appealed once",
                                "sanction_id")
         triage = mod.ctx.extras.get("triage")
-        if triage is not None and hasattr(triage, "add_item"):
+        if triage is not None and hasattr(triage, "add_item") and "appeal" in getattr(triage, "kinds", ()):
             try:
                 await triage.add_item("appeal", row["service_id"], None, None, session.user_id, None, 0,
                                       f"appeal against a {row['kind']}", ref=record["appeal_id"])
