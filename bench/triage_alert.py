@@ -20,7 +20,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, List
+from typing import List
 
 from bench.procs import ServerProc
 from clients.client import SharonClient

@@ -13,9 +13,9 @@ from protocol.errors import (
     BadField, Forbidden, MissingField, NoClinician, TriageItemClaimed, TriageItemNotFound,
 )
 from protocol.spaces import validate_settings
-from tests.conftest import TEST_ENV, ServerProcess
+from tests.conftest import ServerProcess
 from tests.test_content_support import txn
-from tests.triage_support import drain, frame_op, pushed, pushed_ops, team
+from tests.triage_support import drain, frame_op, pushed_ops, team
 
 NOW = 1_800_000_000_000
 
