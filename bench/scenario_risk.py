@@ -7,7 +7,9 @@ saturates one room of N live receivers from one sender (deliveries/s) and then m
 acknowledged sends into a room with no other member (msgs/s). The message bodies are
 ordinary prose (no lexicon hits), so the figure is what detection costs a clean message.
 The result is the ratio of the medians (on / off); the target is a cost under 10 %, i.e.
-a ratio of at least 0.90.
+a ratio of at least 0.90. On a shared machine the server is often starved of CPU, so the
+ratios of deliveries (and sends) per second of *server CPU* are reported too: they measure
+what the server spends per message, whatever else the machine is doing.
 """
 
 from __future__ import annotations
@@ -63,7 +65,8 @@ async def scenario_risk(ctx: Any) -> Dict[str, Any]:
             await driver.call("sync", group="receivers")
             setups[mode].update(room=room, alone=alone)
             ctx.say(f"  risk {mode}: server up, {n} receivers live")
-        results: Dict[str, Dict[str, List[float]]] = {m: {"deliveries": [], "sends": []} for m in setups}
+        results: Dict[str, Dict[str, List[float]]] = {
+            m: {"deliveries": [], "sends": [], "deliveries_per_cpu_s": [], "sends_per_cpu_s": []} for m in setups}
         for round_no in range(sz["rounds"]):
             order = ("on", "off") if round_no % 2 == 0 else ("off", "on")
             for mode in order:
@@ -75,6 +78,8 @@ async def scenario_risk(ctx: Any) -> Dict[str, Any]:
                          mode=mode, kind="deliveries")
                 steps.append(r)
                 results[mode]["deliveries"].append(r["deliveries_per_s"] or 0.0)
+                if r.get("server_cpu_pct"):
+                    results[mode]["deliveries_per_cpu_s"].append((r["deliveries_per_s"] or 0.0) * 100 / r["server_cpu_pct"])
                 a = await measured(s["server"], s["driver"], "latency", senders="sender", rooms=[s["alone"]],
                                    receivers=0, rate=None, window=sz["send_window"], duration_s=sz["step_s"],
                                    warmup_s=min(0.5, sz["step_s"]), pad_text=CLEAN_TEXT)
@@ -82,6 +87,8 @@ async def scenario_risk(ctx: Any) -> Dict[str, Any]:
                          mode=mode, kind="sends")
                 steps.append(a)
                 results[mode]["sends"].append(a["msgs_per_s"] or 0.0)
+                if a.get("server_cpu_pct"):
+                    results[mode]["sends_per_cpu_s"].append((a["msgs_per_s"] or 0.0) * 100 / a["server_cpu_pct"])
                 ctx.say(f"  {r['label']}: {r['deliveries_per_s']} deliveries/s; "
                         f"acked sends {a['msgs_per_s']} msg/s (server CPU {r['server_cpu_pct']}%)")
     finally:
@@ -90,10 +97,11 @@ async def scenario_risk(ctx: Any) -> Dict[str, Any]:
             await asyncio.to_thread(s["server"].stop)
     medians = {m: {k: (statistics.median(v) if v else None) for k, v in d.items()} for m, d in results.items()}
     ratio = {}
-    for k in ("deliveries", "sends"):
+    for k in ("deliveries", "sends", "deliveries_per_cpu_s", "sends_per_cpu_s"):
         on, off = medians["on"][k], medians["off"][k]
         ratio[k] = round(on / off, 3) if on and off else None
     cost = {k: (round(1 - v, 3) if v is not None else None) for k, v in ratio.items()}
-    ctx.say(f"  risk detection on/off: deliveries {ratio['deliveries']}, acked sends {ratio['sends']}")
+    ctx.say(f"  risk detection on/off: deliveries {ratio['deliveries']}, acked sends {ratio['sends']}; "
+            f"per server CPU-second: deliveries {ratio['deliveries_per_cpu_s']}, sends {ratio['sends_per_cpu_s']}")
     return {"steps": steps, "medians": medians, "ratio_on_off": ratio, "cost": cost,
             "target_met": bool(ratio["deliveries"] is not None and ratio["deliveries"] >= 0.9)}

@@ -138,7 +138,10 @@ _CONFUSABLES = str.maketrans({
     "α": "a", "ε": "e", "ι": "i", "κ": "k", "ν": "v", "ο": "o", "ρ": "p", "τ": "t", "υ": "u",
     "χ": "x", "ß": "ss", "ł": "l", "ø": "o", "đ": "d", "æ": "ae", "œ": "oe",
 })
-_IN_WORD_SEP = re.compile(r"(?<=[a-z])[.\-_*'’`~^·•,:;/\\]+(?=[a-z])")
+_SEPS = r"[.\-_*'’`~^·•,:;/\\]"
+# starts with the separator class (rare characters, found by a fast scan), then looks back
+# for the letter before it: much cheaper than a pattern that starts with a look-behind
+_IN_WORD_SEP = re.compile(rf"{_SEPS}(?<=[a-z]{_SEPS}){_SEPS}*(?=[a-z])")
 _SPACED_LETTERS = re.compile(r"(?<![a-z0-9])(?:[a-z] ){2,}[a-z](?![a-z0-9])")
 _REPEATS = re.compile(r"([a-z])\1+")
 _NON_ALNUM = re.compile(r"[^a-z0-9]+")
@@ -201,6 +204,36 @@ DEFAULT_PATTERN_WEIGHTS: Dict[str, float] = {
     "email": 0.4, "phone_number": 0.5, "nhs_number": 0.5, "postcode": 0.4, "street_address": 0.4,
 }
 _DIGIT_OR_AT = re.compile(r"[\d@]")
+_DROP_DIGITS = str.maketrans("", "", "0123456789")
+_DIGIT_LETTER = re.compile(r"\d[a-z]")
+
+
+def _after_number(light: str, words: Tuple[str, ...]) -> bool:
+    """True if one of ``words`` directly follows a digit (``45kg``, ``45 kg``)."""
+    for word in words:
+        i = light.find(word)
+        while i > 0:
+            before = light[i - 1]
+            if before.isdigit() or (before == " " and i > 1 and light[i - 2].isdigit()):
+                return True
+            i = light.find(word, i + 1)
+    return False
+
+
+_GUARDS: Dict[str, Any] = {
+    "weight_kg": lambda s, d: d >= 2 and _after_number(s, ("kg", "kilo")),
+    "weight_lb": lambda s, d: d >= 2 and _after_number(s, ("lb", "pound")),
+    "weight_stone": lambda s, d: _after_number(s, ("st",)),
+    "calories": lambda s, d: d >= 2 and _after_number(s, ("cal", "kcal")),
+    "bmi": lambda s, d: "bmi" in s,
+    "email": lambda s, d: "@" in s,
+    "phone_number": lambda s, d: d >= 9,
+    "nhs_number": lambda s, d: d >= 10,
+    "postcode": lambda s, d: d >= 2 and _DIGIT_LETTER.search(s) is not None,
+    "street_address": lambda s, d: d >= 1,  # the pattern itself is as cheap as any guard
+}
+"""Cheap necessary conditions (``guard(light_text, digit_count)``) checked before a
+pattern's regex runs: most texts with a number skip every pattern."""
 
 
 # -- the lexicon ---------------------------------------------------------------------------------
@@ -328,7 +361,10 @@ class Matcher:
                     hits.append(Hit(phrase, category, weight))
         if self._patterns and _DIGIT_OR_AT.search(text):
             light = light_normalise(text)
+            digits = len(light) - len(light.translate(_DROP_DIGITS))
             for name, category, rx, weight in self._patterns:
+                if not _GUARDS[name](light, digits):
+                    continue
                 if rx.search(light):
                     hits.append(Hit(name, category, weight))
         return hits
