@@ -41,12 +41,12 @@ __all__ = [
 REPORT_CATEGORIES = ("risk_to_self", "risk_to_others", "abuse", "identifying", "spam", "other")
 """What a member may report something as."""
 
-CATEGORIES = REPORT_CATEGORIES + ("unanswered",)
-"""Every triage category (reports' plus posts left unanswered)."""
+CATEGORIES = REPORT_CATEGORIES + ("unanswered", "appeal")
+"""Every triage category (reports', posts left unanswered, appeals against sanctions)."""
 
 SEVERITY: Dict[str, int] = {
     "risk_to_self": 10, "risk_to_others": 10, "abuse": 8, "identifying": 8,
-    "unanswered": 6, "other": 4, "spam": 2,
+    "unanswered": 6, "other": 4, "appeal": 4, "spam": 2,
 }
 """Clinical severity of each category; spaced by 2 so the overdue bonus (+1) stays inside
 its category's band."""
@@ -54,7 +54,7 @@ its category's band."""
 HIGH_RISK = frozenset({"risk_to_self", "risk_to_others"})
 """Categories that always raise a live alert."""
 
-KINDS = ("report", "risk", "premod", "unanswered")
+KINDS = ("report", "risk", "premod", "unanswered", "appeal")
 """Where queue items come from."""
 
 OUTCOMES = ("action_taken", "no_action", "member_supported", "referred", "duplicate", "answered")
@@ -77,6 +77,7 @@ OUTCOME_WORDS: Dict[str, str] = {
 DEFAULT_RESPONSE_TARGETS: Dict[str, int] = {
     "risk_to_self": 15 * 60_000, "risk_to_others": 15 * 60_000, "abuse": 3_600_000,
     "identifying": 3_600_000, "spam": 86_400_000, "other": 86_400_000, "unanswered": 86_400_000,
+    "appeal": 3 * 86_400_000,
 }
 """Response-time target per category, in ms (setting ``response_targets``)."""
 
@@ -114,8 +115,8 @@ def normalise_category(kind: str, category: Optional[str]) -> str:
     """
     if category in CATEGORIES:
         return category  # type: ignore[return-value]
-    if kind == "unanswered":
-        return "unanswered"
+    if kind in ("unanswered", "appeal"):
+        return kind
     if kind in ("risk", "premod") and category:
         text = (category or "").lower()
         if any(word in text for word in ("other", "violen", "threat", "harm_to", "homicid", "safeguard")):

@@ -3,6 +3,7 @@ queue, claims, escalation, duty, rota and unanswered posts against the real serv
 
 from __future__ import annotations
 
+import importlib.util
 import itertools
 
 import pytest
@@ -432,3 +433,21 @@ def test_cli_report_duty_rota_and_queue(tserver, run, tmp_path):
     mine = sharon(b, "my-reports", "--json")
     assert report_id in mine and "no_action" in mine
     run(t.close())
+
+
+@pytest.mark.skipif(importlib.util.find_spec("sharon_server.features.moderation") is None,
+                    reason="needs the moderation feature (appeals)")
+def test_an_appeal_against_a_sanction_is_a_queue_item(tserver, run):
+    async def scenario():
+        t = await team(tserver, mods=1, members=1)
+        mod, member = t.mods[0], t.members[0]
+        made = await mod.request("sanction", service_id=t.service_id, user_id=member.user_id, kind="warn",
+                                 rule="be-kind", reason="unkind words")
+        appeal = await member.request("appeal", sanction_id=made["sanction_id"], text="I was quoting someone")
+        items = (await t.admin.request("queue", service_id=t.service_id))["items"]
+        assert [(i["kinds"], i["category"], i["subject_user"], i["ref"]) for i in items] == \
+            [(["appeal"], "appeal", member.user_id, appeal["appeal_id"])]
+        assert items[0]["due_ts"] - items[0]["created_ts"] == P.DEFAULT_RESPONSE_TARGETS["appeal"]
+        await t.close()
+
+    run(scenario(), 60)

@@ -4,7 +4,7 @@ Publishes ``ctx.extras["triage"]`` (a ``Triage``) for other features:
 
 - ``await add_item(kind, service_id, room_id, event_id, subject_user, category, risk_score,
   summary, ref=None) -> item_id``: put something in the service's queue (kinds: report,
-  risk, premod, unanswered). The same target (an event; a held post's ``ref``; a member in
+  risk, premod, unanswered, appeal). The same target (an event; a held post's ``ref``; a member in
   a room) merges into its one open item: kinds are united, ``hits`` counts arrivals and
   the risk score is the maximum. A high-risk arrival raises a live ``alert``.
 - ``on_duty(service_id) -> set`` and ``anyone_on_duty(service_id) -> bool``: staff marked
@@ -144,6 +144,9 @@ def _scan_interval_s(config: Any) -> float:
 
 class Triage:
     """The queue, reports, duty and alerts of every service."""
+
+    kinds = P.KINDS
+    """The item kinds ``add_item`` takes (other features check for ``appeal``)."""
 
     def __init__(self, ctx: Any) -> None:
         self.ctx = ctx
