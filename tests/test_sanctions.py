@@ -218,3 +218,25 @@ def test_expired_sanctions_stop_applying():
     assert mod.is_muted("@a:x", "!other:x") is None
     clock[0] = 5_000
     assert mod.is_muted("@a:x", "!svc:x") is None and "@a:x" not in mod.active
+
+
+def test_hidden_forum_posts_are_placeholders_in_listings(mod_server, run):
+    async def scenario():
+        c = await cast(mod_server, kind="forum")
+        mod, alice, bob = c.mods[0], c.members[0], c.members[1]
+        thread = await alice.request("thread_create", room_id=c.room, txn_id=txn(), title="Shop",
+                                     body="candles for sale")
+        reply = await alice.request("thread_reply", room_id=c.room, txn_id=txn(), thread_id=thread["event_id"],
+                                    body="ten percent off")
+        for event_id in (thread["event_id"], reply["event_id"]):
+            await mod.request("mod_hide", event_id=event_id, rule="no-advertising", reason="Selling.")
+        listed = (await bob.request("threads", room_id=c.room))["threads"]
+        assert [t["content"]["body"] for t in listed] == [P.HIDDEN_TEXT] and "title" not in listed[0]["content"]
+        page = await bob.request("thread", room_id=c.room, thread_id=thread["event_id"])
+        assert page["thread"]["content"]["body"] == P.HIDDEN_TEXT
+        assert [e["content"] for e in page["replies"]] == [{"thread_id": thread["event_id"], "body": P.HIDDEN_TEXT}]
+        staff = (await c.mods[1].request("threads", room_id=c.room))["threads"]
+        assert staff[0]["content"]["title"] == "Shop" and staff[0]["moderation"]["hidden"] is True
+        await c.close()
+
+    run(scenario(), timeout_s=60)

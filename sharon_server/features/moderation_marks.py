@@ -40,11 +40,22 @@ class Marks:
         mark = self.marks.get(event_id)
         return mark is not None and (mark["hidden"] or mark["redacted"])
 
+    def _sync_flags(self) -> Any:
+        """The risk feature's flag lookup if it is synchronous (filters cannot await), else None."""
+        risk = self.ctx.extras.get("risk")
+        lookup = getattr(risk, "flags_for", None) if risk is not None else None
+        if lookup is None or inspect.iscoroutinefunction(lookup):
+            return None
+        return lookup
+
     def event_filter(self, viewer: str, room_id: str, event: Dict[str, Any]) -> Optional[Dict[str, Any]]:
         """History/replay as ``viewer`` may see it: placeholders for peers, notes for staff."""
         mark = self.marks.get(event["event_id"])
-        risk = self.ctx.extras.get("risk")
-        if mark is None and risk is None:
+        if mark is None and event["type"] == "ps.edit":
+            target = event["content"].get("target")  # an edit of a hidden post is hidden with it
+            mark = self.marks.get(target) if type(target) is str else None
+        lookup = self._sync_flags()
+        if mark is None and lookup is None:
             return event
         service = self.services.service_of(room_id)
         staff = self.services.is_staff(service, viewer)
@@ -55,9 +66,7 @@ class Marks:
                              rule=self._rule_or_stub(service, mark["rule"]), reason=mark["reason"],
                              by=mark["by_user"])
             flags = None
-            lookup = getattr(risk, "flags_for", None) if risk is not None else None
-            if lookup is not None and not inspect.iscoroutinefunction(lookup):
-                # filters cannot await: only a synchronous (in-memory) flag lookup is used here
+            if lookup is not None:
                 try:
                     flags = lookup(event["event_id"])
                 except Exception:  # noqa: BLE001 - notes are best effort
