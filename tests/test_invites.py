@@ -72,6 +72,14 @@ async def close(w: Dict[str, Any], *more: Any) -> None:
         await c.close()
 
 
+def audit(server: Any, action: str) -> List[Dict[str, Any]]:
+    """The audit log's entries with ``action``, exported with ``sharon-server audit export``."""
+    out = subprocess.run([sys.executable, "-m", "sharon_server", "audit", "--data-dir", str(server.data_dir),
+                          "export", "--action", action], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    return [json.loads(line) for line in out.stdout.splitlines() if line.strip()]
+
+
 async def redeem(server: Any, code: str, pseudonym: str = "") -> SharonClient:
     client = await SharonClient.connect(server.ws_url)
     try:
@@ -115,6 +123,10 @@ def test_a_clinician_invites_and_the_person_signs_up_with_their_own_pseudonym(is
                 break
         history = (await w["member"].history(w["a"], limit=100))["events"]
         assert not leaks([pushed, history, listed, services], record)
+        created_entry = [e for e in audit(iserver, "invite.create") if e["details"]["invite_id"] == created["invite_id"]]
+        redeemed = [e for e in audit(iserver, "invite.redeem") if e["details"]["invite_id"] == created["invite_id"]]
+        assert created_entry[0]["actor"] == w["clin"].user_id and redeemed[0]["actor"] == newcomer.user_id
+        assert not leaks([created_entry, redeemed], record) and created["code"] not in json.dumps(created_entry)
         await close(w, newcomer)
 
     run(scenario())
@@ -259,11 +271,10 @@ def test_discharge_closes_access_or_keeps_a_peer_member_and_is_recorded(iserver,
             await admin.request("service_settings", service_id=a, settings={"discharge_policy": "archive"})
         assert exc.value.field == "settings.discharge_policy"
         # the audit log has who did it
-        out = subprocess.run([sys.executable, "-m", "sharon_server", "audit", "--data-dir", str(iserver.data_dir),
-                              "query", "--action", "service.discharge", "--json"],
-                             capture_output=True, text=True, timeout=60)
-        if out.returncode == 0:
-            assert w["clin"].user_id in out.stdout and w["member"].user_id in out.stdout
+        entries = audit(iserver, "service.discharge")
+        mine = [e for e in entries if e["member"] == w["member"].user_id]
+        assert len(mine) == 1 and mine[0]["actor"] == w["clin"].user_id and mine[0]["service"] == a
+        assert mine[0]["details"]["policy"] == "close" and mine[0]["details"]["reason"].startswith("recovered")
         await close(w, other, witness)
 
     run(scenario())
