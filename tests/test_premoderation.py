@@ -142,6 +142,8 @@ def test_premoderation_all_holds_every_member_and_settings_are_checked(mod_serve
             await c.mods[0].request("held_approve", held_id=h["held_id"])
         assert (await alice.send(c.room, "and again", txn_id=txn()))["held"] is True
         assert (await c.mods[0].send(c.room, "staff post"))["event_id"]
+        to_staff = (await alice.request("create_dm", user_id=c.mods[0].user_id))["room_id"]
+        assert "held" not in await alice.send(to_staff, "can we talk?", txn_id=txn())  # staff stay reachable
         with pytest.raises(BadField) as bad:
             await c.admin.request("service_settings", service_id=c.service, settings={"premoderation": "some"})
         assert bad.value.field == "settings.premoderation"

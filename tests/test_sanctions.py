@@ -136,6 +136,8 @@ def test_mute_refuses_posts_until_lifted_and_warn_notice(mod_server, run):
         with pytest.raises(Muted) as refused:
             await alice.send(c.room, "but listen", txn_id=txn())
         assert "until" in refused.value.reason
+        to_staff = (await alice.request("create_dm", user_id=c.mods[1].user_id))["room_id"]
+        assert (await alice.send(to_staff, "can we talk?", txn_id=txn()))["event_id"]  # staff stay reachable
         # others are not affected; the member sees their sanctions, staff see who issued them
         assert (await bob.send(c.room, "hi", txn_id=txn()))["event_id"]
         mine = (await alice.request("my_sanctions"))["sanctions"]
