@@ -72,6 +72,18 @@ async def close(w: Dict[str, Any], *more: Any) -> None:
         await c.close()
 
 
+async def vault_get(server: Any, key: str) -> Any:
+    """Read one vault record straight from the running server's SQLite database and key file."""
+    from sharon_server.storage.database import open_database
+    from sharon_server.vault import IdentityVault, KeyFile, key_file_path
+
+    db = await open_database(f"sqlite+aiosqlite:///{server.data_dir / 'sharon.db'}")
+    try:
+        return await IdentityVault(db, KeyFile(key_file_path(server.data_dir))).get(key)
+    finally:
+        await db.close()
+
+
 def audit(server: Any, action: str) -> List[Dict[str, Any]]:
     """The audit log's entries with ``action``, exported with ``sharon-server audit export``."""
     out = subprocess.run([sys.executable, "-m", "sharon_server", "audit", "--data-dir", str(server.data_dir),
@@ -102,8 +114,12 @@ def test_a_clinician_invites_and_the_person_signs_up_with_their_own_pseudonym(is
         assert created["code"].startswith("inv_") and len(created["code"]) == 36
         assert created["link"].endswith("#" + created["code"]) and created["expires_ts"] > 0
         assert not leaks(created, record)
+        assert await vault_get(iserver, f"invite:{created['invite_id']}") == Identity.parse(record)
         newcomer = await redeem(iserver, created["code"], "morning-lark")
         assert newcomer.pseudonym == "morning-lark"
+        # the identity moved to the new member's user ID in the vault
+        assert await vault_get(iserver, newcomer.user_id) == Identity.parse(record)
+        assert await vault_get(iserver, f"invite:{created['invite_id']}") is None
         services = (await newcomer.request("services"))["services"]
         assert [(s["service_id"], s["role"]) for s in services] == [(w["a"], "carer")]
         listed = (await w["clin"].request("invite_list", service_id=w["a"]))["invites"]
