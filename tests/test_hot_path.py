@@ -65,3 +65,31 @@ def test_build_signed_event_rejects_what_the_general_path_rejects():
 def test_object_parts_compose_to_the_canonical_encoding():
     value = {"b": [1, {"y": 2, "x": "é"}], "a": None, "ä": "z", "A": True}
     assert encode_object_parts({k: encode_value(v) for k, v in value.items()}).encode() == encode_canonical(value)
+
+
+try:  # pytest puts tests/ on sys.path while tests/ is not a package
+    from storage_backends import Backend, backend  # noqa: F401 - fixture
+except ImportError:  # tests/ became a package
+    from tests.storage_backends import Backend, backend  # noqa: F401
+
+
+def test_concurrent_token_lookups_share_queries_and_each_gets_its_own_device(backend):
+    import asyncio
+
+    async def go():
+        db = await backend.open()
+        store = db.accounts
+        await store.create_account("@a:x", "Alice", "alice", "h", 1)
+        devices = {}
+        for i in range(1, 522):  # more than one IN (...) chunk
+            token = i.to_bytes(2, "big") * 16
+            devices[token] = await store.create_device("@a:x", f"D{i}", None, token, i)
+        before = store.token_queries
+        wanted = list(devices) + [b"\xff" * 32, list(devices)[5]]  # an unknown one, a repeat
+        found = await asyncio.gather(*(store.device_for_token(t) for t in wanted))
+        assert found == [devices.get(t) for t in wanted]
+        assert store.token_queries - before <= 2  # 522 distinct hashes: two IN (...) queries
+        assert await store.device_for_token(b"\xfe" * 32) is None
+        await db.close()
+
+    backend.run(go())

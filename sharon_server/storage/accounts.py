@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Dict, Iterable, List, Optional
 
 import sqlalchemy as sa
@@ -20,6 +21,7 @@ _ACCOUNT_BY_ID = sa.select(*accounts.c).where(accounts.c.user_id == sa.bindparam
 _ALL_PSEUDONYMS = sa.select(accounts.c.user_id, accounts.c.pseudonym)
 _SOME_PSEUDONYMS = _ALL_PSEUDONYMS.where(accounts.c.user_id.in_(sa.bindparam("ids", expanding=True)))
 _DEVICE_BY_TOKEN = sa.select(*devices.c).where(devices.c.token_hash == sa.bindparam("token_hash"))
+_DEVICES_BY_TOKENS = sa.select(*devices.c).where(devices.c.token_hash.in_(sa.bindparam("hashes", expanding=True)))
 _DEVICES_OF = (
     sa.select(*devices.c)
     .where(devices.c.user_id == sa.bindparam("user_id"))
@@ -43,6 +45,9 @@ class AccountStore:
         self._r = engines.read
         stmt = insert_for(engines.dialect)(accounts)
         self._insert_account = stmt.on_conflict_do_nothing(index_elements=[accounts.c.pseudonym_key])
+        self._token_waiters: Dict[bytes, List["asyncio.Future[Optional[DeviceRow]]"]] = {}
+        self._token_lookup_running = False
+        self.token_queries = 0
 
     async def create_account(
         self, user_id: str, pseudonym: str, pseudonym_key: str, password_hash: str, created_ts: int
@@ -111,10 +116,54 @@ class AccountStore:
         return row
 
     async def device_for_token(self, token_hash: bytes) -> Optional[DeviceRow]:
-        """The device whose access-token hash is ``token_hash``, or None."""
-        async with self._r.connect() as conn:
-            row = (await conn.execute(_DEVICE_BY_TOKEN, {"token_hash": token_hash})).first()
-        return None if row is None else DeviceRow(*row)
+        """The device whose access-token hash is ``token_hash``, or None.
+
+        Lookups that arrive while one is running (a burst of clients authenticating on a
+        cold token cache) are answered together by the next query, ``_IN_CHUNK`` hashes per
+        ``IN (...)``: one thread hop and one query for many clients instead of one each.
+        """
+        loop = asyncio.get_running_loop()
+        future: "asyncio.Future[Optional[DeviceRow]]" = loop.create_future()
+        self._token_waiters.setdefault(token_hash, []).append(future)
+        if not self._token_lookup_running:
+            self._token_lookup_running = True
+            loop.create_task(self._lookup_tokens())
+        return await future
+
+    async def _lookup_tokens(self) -> None:
+        try:
+            while self._token_waiters:
+                waiting = self._token_waiters
+                self._token_waiters = {}
+                hashes = list(waiting)
+                try:
+                    found: Dict[bytes, DeviceRow] = {}
+                    async with self._r.connect() as conn:
+                        for i in range(0, len(hashes), _IN_CHUNK):
+                            self.token_queries += 1
+                            chunk = hashes[i:i + _IN_CHUNK]
+                            if len(chunk) == 1:
+                                rows = await conn.execute(_DEVICE_BY_TOKEN, {"token_hash": chunk[0]})
+                            else:
+                                rows = await conn.execute(_DEVICES_BY_TOKENS, {"hashes": chunk})
+                            for row in rows:
+                                device = DeviceRow(*row)
+                                found[device.token_hash] = device
+                except BaseException as exc:  # noqa: BLE001 - every waiter hears of it
+                    for futures in waiting.values():
+                        for f in futures:
+                            if not f.done():
+                                f.set_exception(exc)
+                    if not isinstance(exc, Exception):
+                        raise
+                    continue
+                for token_hash, futures in waiting.items():
+                    device = found.get(token_hash)
+                    for f in futures:
+                        if not f.done():
+                            f.set_result(device)
+        finally:
+            self._token_lookup_running = False
 
     async def delete_device(self, user_id: str, device_id: str) -> bool:
         """Remove a device (revoking its token); False if there was no such device."""
