@@ -18,13 +18,15 @@ from sharon_server.storage.database import open_database
 from sharon_server.vault import open_vault
 from tests.helpers import user
 
-__all__ = ["grant_admin", "service_with_staff", "make_identity", "put_identity", "values_of", "contains_any"]
+__all__ = ["grant_admin", "service_with_staff", "make_identity", "put_identity", "invited_member", "values_of",
+           "contains_any"]
 
 
 def grant_admin(server: Any, pseudonym: str) -> None:
     """Make a server admin from the shell, as operators do."""
+    extra = list(getattr(server, "args", None) or [])  # e.g. --database-url of a PostgreSQL server
     out = subprocess.run([sys.executable, "-m", "sharon_server", "admin", "--data-dir", str(server.data_dir),
-                          "grant", pseudonym], capture_output=True, text=True, timeout=60)
+                          *extra, "grant", pseudonym], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
 
 
@@ -84,3 +86,17 @@ async def put_identity(server: Any, user_id: str, identity: Dict[str, Any]) -> N
         await vault.put(user_id, Identity.parse(identity))
     finally:
         await db.close()
+
+
+async def invited_member(server: Any, clinician: Any, service: str, identity: Dict[str, Any],
+                         prefix: str = "member") -> Any:
+    """A new member registered through ``clinician``'s invite carrying ``identity`` (any backend)."""
+    from clients.client import SharonClient
+    from tests.helpers import PASSWORD, fresh_pseudonym
+
+    invite = await clinician.request("invite_create", service_id=service, role="member", identity=identity)
+    client = await SharonClient.connect(server.ws_url)
+    result = await client.request("register", pseudonym=fresh_pseudonym(prefix), password=PASSWORD,
+                                  invite_code=invite["code"])
+    client.user_id, client.pseudonym, client.token = result["user_id"], result["pseudonym"], result.get("token")
+    return client

@@ -269,3 +269,39 @@ def test_cli_moderates_cards_unmasks_and_reads_the_audit(shared, run, tmp_path):
     assert entry["actor"] == owl.user_id and entry["member"] == alice.user_id
     assert "forbidden" in owl.run("audit").stderr
     assert owl.ok("mod", "leave", room).strip() == room
+
+
+def test_start_up_adds_the_notice_to_rooms_that_lack_it(server_factory, run):
+    server = server_factory(env={"SHARON_FEATURES": "spaces,dms"})
+
+    async def before():
+        admin, alice = await user(server, "keeper"), await user(server, "alice")
+        grant_admin(server, admin.pseudonym)
+        service = await service_with_staff(admin, "Perinatal", members=(alice,))
+        room = (await alice.request("create_room", kind="chat", name="Old", public=True,
+                                    service_id=service))["room_id"]
+        assert not [e for e in await all_history(alice, room) if e["type"] == NOTICE]
+        await admin.close()
+        return alice.pseudonym, room
+
+    pseudonym, room = run(before())
+    server.extra_env = {}
+    server.restart()
+
+    async def after():
+        from clients.client import SharonClient
+        from tests.helpers import PASSWORD
+        alice = await SharonClient.connect(server.ws_url)
+        await alice.login(pseudonym, PASSWORD)
+        notices = [e for e in await all_history(alice, room) if e["type"] == NOTICE]
+        assert len(notices) == 1 and "Perinatal" in notices[0]["content"]["notice"]
+        assert [r.get("moderation_notice") for r in await alice.rooms() if r["room_id"] == room] == \
+            [notices[0]["content"]["notice"]]
+        await alice.close()
+        server.restart()  # idempotent: no second notice
+        alice = await SharonClient.connect(server.ws_url)
+        await alice.login(pseudonym, PASSWORD)
+        assert len([e for e in await all_history(alice, room) if e["type"] == NOTICE]) == 1
+        await alice.close()
+
+    run(after(), timeout_s=60)

@@ -209,3 +209,48 @@ def test_an_expired_unmask_is_refused_and_audited(server_factory, run):
         await _close(w)
 
     run(scenario(), timeout_s=60)
+
+
+def test_observation_and_unmask_on_postgresql_survive_a_restart(pg_server, run):
+    from clients.client import SharonClient
+    from tests.helpers import PASSWORD
+    from tests.staff_helpers import invited_member
+
+    async def before():
+        admin = await user(pg_server, "keeper")
+        grant_admin(pg_server, admin.pseudonym)
+        mod, clin = await user(pg_server, "owl"), await user(pg_server, "heron")
+        service = await service_with_staff(admin, "Perinatal", roles={"moderator": (mod,), "clinician": (clin,)})
+        identity = make_identity(31)
+        member = await invited_member(pg_server, clin, service, identity)
+        room = (await member.request("create_room", kind="chat", name="R", public=False,
+                                     service_id=service))["room_id"]
+        await member.send(room, "before the restart")
+        await mod.request("moderate_join", room_id=room)
+        rid = (await mod.request("unmask_request", service_id=service, user_id=member.user_id,
+                                 reason_code="clinical_review", reason="r"))["request_id"]
+        await clin.request("unmask_approve", request_id=rid)
+        for c in (admin, mod, clin, member):
+            await c.close()
+        return admin.pseudonym, mod.pseudonym, service, room, rid, member.user_id, identity
+
+    admin_name, mod_name, service, room, rid, member_id, identity = run(before(), timeout_s=60)
+    pg_server.restart()
+
+    async def after():
+        mod = await SharonClient.connect(pg_server.ws_url)
+        await mod.login(mod_name, PASSWORD)
+        assert [r["room_id"] for r in (await mod.request("moderating"))["rooms"]] == [room]
+        assert any(e.get("content", {}).get("body") == "before the restart" for e in (await mod.history(room))["events"])
+        listed = (await mod.request("unmask_requests", service_id=service, status="approved"))["requests"]
+        assert [r["request_id"] for r in listed] == [rid]
+        seen = await mod.request("unmask_view", request_id=rid)
+        assert seen["user_id"] == member_id and Identity.parse(seen["identity"]) == Identity.parse(identity)
+        admin = await SharonClient.connect(pg_server.ws_url)
+        await admin.login(admin_name, PASSWORD)
+        actions = [e["action"] for e in (await admin.request("audit_query", member=member_id))["entries"]]
+        assert actions[:3] == ["unmask.view", "unmask.approve", "unmask.request"]
+        await mod.close()
+        await admin.close()
+
+    run(after(), timeout_s=60)
