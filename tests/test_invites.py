@@ -172,6 +172,13 @@ def test_role_boundaries_for_invites(iserver, run):
         assert exc.value.field == "identity"
         # the server admin (not a member) may invite; so may the service's admin role
         assert (await w["admin"].request("invite_create", service_id=w["b"], identity=identity()))["code"]
+        # email and phone may be given at the top level; they are validated like the vault's contact
+        flat = {k: v for k, v in identity().items() if k != "contact"}
+        assert (await w["clin"].request("invite_create", service_id=w["a"],
+                                        identity=dict(flat, email="x.y@example.net", phone="+44 7700 900111")))["code"]
+        with pytest.raises(BadField) as exc:
+            await w["clin"].request("invite_create", service_id=w["a"], identity=dict(flat, email="not an email"))
+        assert exc.value.field == "identity.contact.email"
         await close(w)
 
     run(scenario())

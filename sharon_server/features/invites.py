@@ -53,6 +53,22 @@ def _hash(code: str) -> bytes:
     return hashlib.sha256(code.encode("ascii")).digest()
 
 
+def _vault_shape(record: Dict[str, Any]) -> Dict[str, Any]:
+    """Accept ``email``/``phone`` at the top level too (as clinicians write them): the vault
+    record keeps them under ``contact``."""
+    if "email" not in record and "phone" not in record:
+        return record
+    out = {k: v for k, v in record.items() if k not in ("email", "phone")}
+    contact = out.get("contact") or {}
+    contact = dict(contact) if isinstance(contact, dict) else contact
+    if isinstance(contact, dict):
+        for key in ("email", "phone"):
+            if key in record:
+                contact.setdefault(key, record[key])
+    out["contact"] = contact
+    return out
+
+
 def install(ctx: Any) -> None:
     """Register the invite and discharge ops and the register-with-invite path."""
     rooms, services, accounts, db = ctx.rooms, ctx.services, ctx.accounts, ctx.db
@@ -123,7 +139,7 @@ def install(ctx: Any) -> None:
         session = conn.require_session()
         service_id = str(req.service_id)
         await require_inviter(service_id, session.user_id, "invite people into it")
-        identity = Identity.parse(req.identity, ctx.now_ms())
+        identity = Identity.parse(_vault_shape(req.identity), ctx.now_ms())
         vault = require_vault()
         await sweep()
         invite_id = "iv_" + encode_b64url(os.urandom(12))
