@@ -230,8 +230,12 @@ def test_hidden_forum_posts_are_placeholders_in_listings(mod_server, run):
                                      body="candles for sale")
         reply = await alice.request("thread_reply", room_id=c.room, txn_id=txn(), thread_id=thread["event_id"],
                                     body="ten percent off")
-        for event_id in (thread["event_id"], reply["event_id"]):
-            await mod.request("mod_hide", event_id=event_id, rule="no-advertising", reason="Selling.")
+        await mod.request("mod_hide", event_id=thread["event_id"], rule="no-advertising", reason="Selling.")
+        # the server admin is not in the room: nobody speaks for them, the room gets a push
+        done = await c.admin.request("mod_hide", event_id=reply["event_id"], rule="no-advertising", reason="Selling.")
+        assert done["announced"] is None
+        note = await push(bob, "moderation")
+        assert (note["room_id"], note["type"], note["content"]) == (c.room, P.MOD_HIDE, {"target": reply["event_id"]})
         listed = (await bob.request("threads", room_id=c.room))["threads"]
         assert [t["content"]["body"] for t in listed] == [P.HIDDEN_TEXT] and "title" not in listed[0]["content"]
         page = await bob.request("thread", room_id=c.room, thread_id=thread["event_id"])

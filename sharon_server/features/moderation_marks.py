@@ -139,22 +139,17 @@ class Marks:
                 "content_warning": mark["cw"], "announced": announced}
 
     async def announce(self, room_id: str, etype: str, content: Dict[str, Any], actor: str) -> Optional[str]:
-        """Send a ``ps.mod.*`` event into the room; returns its event ID.
+        """Tell the room's live clients; returns the ``ps.mod.*`` event ID, or None.
 
-        The sender is the acting moderator when joined, else the room's creator when
-        joined (the room's steward, as service state is sent); otherwise only an ephemeral
-        ``moderation`` push reaches the room's live members (history is filtered anyway).
+        When the acting moderator is joined to the room (a visible member there, by their
+        own choice) the ``ps.mod.*`` event is sent as them. Otherwise nobody else is made to
+        speak for them: an ephemeral ``moderation`` push reaches the room's live clients
+        (observing staff included), and history shows the mark either way.
         """
         state = self.rooms.rooms.get(room_id)
-        sender = None
-        if state is not None:
-            if state.membership(actor) == "join":
-                sender = actor
-            elif state.creator and state.membership(state.creator) == "join":
-                sender = state.creator
-        if sender is not None:
+        if state is not None and state.membership(actor) == "join":
             try:
-                event_id, _, _ = await self.rooms.send_event(self.author_session(sender), room_id, etype, content)
+                event_id, _, _ = await self.rooms.send_event(self.author_session(actor), room_id, etype, content)
                 return event_id
             except SharonError as err:
                 log.warn("moderation.announce_failed", room_id=room_id, code=err.code)
