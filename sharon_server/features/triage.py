@@ -581,6 +581,9 @@ class _OutOfHours(EventType):
 
 def install(ctx: Any) -> None:
     """Publish the queue, append the out-of-hours hold rule, register the operations."""
+    if ctx.services is None:  # every queue belongs to a service
+        log.warn("triage.not_installed", reason="the services feature is not installed")
+        return
     t = Triage(ctx)
     ctx.extras["triage"] = t
     ctx.add_loader(t.load)
