@@ -24,8 +24,8 @@ from protocol.ids import RoomID, UserID
 
 __all__ = [
     "INVITE_ROLES", "INVITER_ROLES", "DISCHARGER_ROLES", "DISCHARGE_POLICIES", "CODE_PREFIX",
-    "MAX_NOTE", "MAX_REASON", "MAX_LIST", "check_code", "invite_link", "discharged_frame",
-    "InviteCreate", "InviteList", "InviteRevoke", "ServiceDischarge",
+    "MAX_NOTE", "MAX_REASON", "MAX_LIST", "check_code", "invite_link", "discharge_notice", "discharged_frame",
+    "InviteCreate", "InviteList", "InviteRevoke", "ServiceDischarge", "DischargeNotices",
 ]
 
 INVITE_ROLES = ("member", "carer")
@@ -74,15 +74,20 @@ def invite_link(server_name: str, code: str) -> str:
     return f"https://{server_name}/join#{code}"
 
 
-def discharged_frame(service_id: str, service_name: str, policy: str) -> Dict[str, Any]:
-    """``{"op": "service_discharged", ...}``: the plain-words push the discharged member gets."""
+def discharge_notice(service_id: str, service_name: str, policy: str, ts: int) -> Dict[str, Any]:
+    """The plain-words notice a discharged member sees (never the reason or who)."""
     if policy == "close":
         text = (f"You have been discharged from {service_name}. You no longer have access to its rooms; "
                 "what you posted stays. If this is a mistake, or you need support, contact your care team.")
     else:
         text = (f"You have been discharged from {service_name}'s care team. You can still take part in "
                 "its rooms as a peer member. If you need support, contact your care team.")
-    return {"op": "service_discharged", "service_id": service_id, "policy": policy, "message": text}
+    return {"service_id": service_id, "policy": policy, "ts": ts, "message": text}
+
+
+def discharged_frame(notice: Dict[str, Any]) -> Dict[str, Any]:
+    """``{"op": "service_discharged", service_id, policy, ts, message}``: the live push."""
+    return {"op": "service_discharged", **notice}
 
 
 _frozen = attr.s(frozen=True, slots=True, auto_attribs=True)
@@ -113,6 +118,13 @@ class InviteRevoke:
 
     id: RequestId
     invite_id: str
+
+
+@_frozen
+class DischargeNotices:
+    """``discharge_notices``: the caller's own discharge notices (plain words, no reason)."""
+
+    id: RequestId
 
 
 @_frozen
@@ -147,5 +159,6 @@ register_request("invite_create", lambda f, rid: InviteCreate(
 register_request("invite_list", lambda f, rid: InviteList(rid, read_room_id(f, "service_id")))
 register_request("invite_revoke", lambda f, rid: InviteRevoke(
     rid, read_str(f, "invite_id", min_len=1, max_len=64)))
+register_request("discharge_notices", lambda f, rid: DischargeNotices(rid))
 register_request("service_discharge", lambda f, rid: ServiceDischarge(
     rid, read_room_id(f, "service_id"), read_user_id(f), read_str(f, "reason", min_len=1, max_len=MAX_REASON)))

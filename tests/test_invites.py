@@ -279,16 +279,22 @@ def test_discharge_closes_access_or_keeps_a_peer_member_and_is_recorded(iserver,
         assert notice["op"] == "service_discharged" and notice["service_id"] == a
         assert "discharged" in notice["message"] and "recovered" not in notice["message"]
         assert (await w["member"].request("services"))["services"] == []
+        later = (await w["member"].request("discharge_notices"))["notices"]  # for when they were offline
+        assert later == [{k: notice[k] for k in ("service_id", "policy", "ts", "message")}]
         with pytest.raises(Forbidden):
             await w["member"].join(room)
         history = (await witness.history(room, limit=50))["events"]
         assert any(e["content"].get("body") == "hello from me" for e in history)  # their posts stay
         # keep: the member stays, as a peer member
         await admin.request("service_settings", service_id=a, settings={"discharge_policy": "keep"})
-        other = await user(iserver, "kept")
-        await admin.request("service_add_member", service_id=a, user_id=other.user_id)
+        record = identity()
+        invite = await w["clin"].request("invite_create", service_id=a, identity=record)
+        other = await redeem(iserver, invite["code"])
+        assert (await vault_get(iserver, other.user_id)).care_team == record["care_team"]
         kept = await w["clin"].request("service_discharge", service_id=a, user_id=other.user_id, reason="stable")
         assert kept["policy"] == "keep" and kept["rooms_left"] == 0
+        assert (await vault_get(iserver, other.user_id)).care_team == ""  # no care-team link any more
+        assert (await other.request("discharge_notices"))["notices"][0]["policy"] == "keep"
         assert [s["service_id"] for s in (await other.request("services"))["services"]] == [a]
         with pytest.raises(BadField) as exc:
             await admin.request("service_settings", service_id=a, settings={"discharge_policy": "archive"})

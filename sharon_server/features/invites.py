@@ -281,10 +281,23 @@ def install(ctx: Any) -> None:
         log.info("service.discharged", service_id=service_id, user_id=target, policy=policy, rooms=left)
         await audit(session.user_id, "service.discharge", member=target, service=service_id,
                     details={"discharge_id": discharge_id, "policy": policy, "reason": req.reason})
-        frame = P.discharged_frame(service_id, rooms.rooms[service_id].name or "the service", policy)
+        frame = P.discharged_frame(P.discharge_notice(service_id, service_name(service_id), policy, now))
         for c in list(ctx.hub.user_conns.get(target, ())):
             c.reply(frame)
         return {"discharge_id": discharge_id, "policy": policy, "rooms_left": left, "ts": now}
+
+    def service_name(service_id: str) -> str:
+        state = rooms.rooms.get(service_id)
+        return (state.name if state is not None else None) or "the service"
+
+    async def discharge_notices(conn: Any, req: P.DischargeNotices) -> Dict[str, Any]:
+        session = conn.require_session()
+        d = service_discharges.c
+        async with db.read_engine.connect() as c:
+            rows = await c.execute(sa.select(d.service_id, d.policy, d.ts).where(d.user_id == session.user_id)
+                                   .order_by(d.ts.desc()).limit(P.MAX_LIST))
+            return {"notices": [P.discharge_notice(r.service_id, service_name(r.service_id), r.policy, r.ts)
+                                for r in rows]}
 
     async def discharges(service_id: str, user_id: Optional[str] = None) -> List[Dict[str, Any]]:
         d = service_discharges.c
@@ -299,5 +312,5 @@ def install(ctx: Any) -> None:
     ctx.add_loader(sweep)
     register_handlers({
         P.InviteCreate: invite_create, P.InviteList: invite_list, P.InviteRevoke: invite_revoke,
-        P.ServiceDischarge: service_discharge,
+        P.ServiceDischarge: service_discharge, P.DischargeNotices: discharge_notices,
     })
