@@ -340,25 +340,33 @@ def test_unanswered_posts_go_to_peers_then_clinicians(tserver, run):
                                     body="Tips?"))["event_id"]
         await a.request("thread_reply", room_id=forum, txn_id=txn(), thread_id=answered, body="Routine")
         await mod.request("thread_create", room_id=forum, txn_id=txn(), title="Welcome", body="Rules")
+        wall = (await b.request("wall_open", service_id=t.service_id))["room_id"]
+        wall_post = (await b.request("wall_post", room_id=wall, txn_id=txn(), body="first day back"))["event_id"]
         await drain(*t.everyone())
         with pytest.raises(Forbidden):
             await a.request("triage_scan", service_id=t.service_id)
-        assert await mod.request("triage_scan", service_id=t.service_id) == {"offered": 1, "escalated": 0, "answered": 0}
-        offer = await frame_op(peer, "unanswered_offer")
-        assert offer["stage"] == "peers" and offer["event_id"] == lonely and offer["title"] == "Anyone else?"
-        assert offer["item_id"] is None
+        assert await mod.request("triage_scan", service_id=t.service_id) == {"offered": 2, "escalated": 0, "answered": 0}
+        offers = [await frame_op(peer, "unanswered_offer") for _ in range(2)]
+        assert {o["event_id"] for o in offers} == {lonely, wall_post}
+        offer = next(o for o in offers if o["event_id"] == lonely)
+        assert offer["stage"] == "peers" and offer["title"] == "Anyone else?" and offer["item_id"] is None
         assert "unanswered_offer" not in await pushed_ops(clin)
         assert "unanswered_offer" not in await pushed_ops(a)
         queued = (await mod.request("queue", service_id=t.service_id))["items"]
-        assert [(i["event_id"], i["category"]) for i in queued] == [(lonely, "unanswered")]
+        assert sorted((i["event_id"], i["category"]) for i in queued) == \
+            sorted([(lonely, "unanswered"), (wall_post, "unanswered")])
+        queued = [i for i in queued if i["event_id"] == lonely]
         assert await mod.request("triage_scan", service_id=t.service_id) == {"offered": 0, "escalated": 0, "answered": 0}
         await t.admin.request("service_settings", service_id=t.service_id,
                               settings={"unanswered_escalate_after_ms": 0})
-        assert await mod.request("triage_scan", service_id=t.service_id) == {"offered": 0, "escalated": 1, "answered": 0}
-        offer = await frame_op(clin, "unanswered_offer")
-        assert offer["stage"] == "clinicians" and offer["event_id"] == lonely and offer["item_id"] == queued[0]["item_id"]
+        assert await mod.request("triage_scan", service_id=t.service_id) == {"offered": 0, "escalated": 2, "answered": 0}
+        offers = [await frame_op(clin, "unanswered_offer") for _ in range(2)]
+        offer = next(o for o in offers if o["event_id"] == lonely)
+        assert offer["stage"] == "clinicians" and offer["item_id"] == queued[0]["item_id"]
         await peer.request("thread_reply", room_id=forum, txn_id=txn(), thread_id=lonely, body="Me too, hello")
-        assert await mod.request("triage_scan", service_id=t.service_id) == {"offered": 0, "escalated": 0, "answered": 1}
+        await peer.request("wall_open", service_id=t.service_id, user_id=b.user_id)
+        await peer.request("comment", room_id=wall, txn_id=txn(), post_id=wall_post, body="welcome back")
+        assert await mod.request("triage_scan", service_id=t.service_id) == {"offered": 0, "escalated": 0, "answered": 2}
         assert (await mod.request("queue", service_id=t.service_id))["items"] == []
         assert await mod.request("triage_scan", service_id=t.service_id) == {"offered": 0, "escalated": 0, "answered": 0}
         await t.close()
