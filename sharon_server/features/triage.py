@@ -57,6 +57,8 @@ log = Logger(namespace="sharon.triage")
 MAX_OPEN_PER_SERVICE = 5000
 """Open items kept in memory per service; beyond it the lowest-ranked leave memory (they
 stay open in the database and come back at the next start-up)."""
+MAX_LOADED = 200_000
+"""Open items (and open reports) read at start-up, newest first."""
 MAX_OPEN_REPORTS_PER_MEMBER = 50
 """Open reports one member may have at once (a flood of reports is refused, not queued)."""
 MAX_QUEUE_PAGE = 500
@@ -174,7 +176,7 @@ class Triage:
         async with self.db.read_engine.connect() as conn:
             rows = (await conn.execute(
                 sa.select(*triage_items.c).where(triage_items.c.status != "resolved")
-                .order_by(triage_items.c.created_ts.desc()))).all()
+                .order_by(triage_items.c.created_ts.desc()).limit(MAX_LOADED))).all()
             for r in rows:
                 m = r._mapping
                 if len(self.per_service.get(m["service_id"], ())) >= MAX_OPEN_PER_SERVICE:
@@ -188,7 +190,8 @@ class Triage:
                     due_ts=self._due(m["service_id"], m["category"], m["created_ts"]),
                     status=m["status"], claimed_by=m["claimed_by"], escalated_ts=m["escalated_ts"],
                     offer_stage=m["offer_stage"], hidden=bool(m["hidden"])))
-            reports = await conn.execute(sa.select(*triage_reports.c).where(triage_reports.c.outcome.is_(None)))
+            reports = await conn.execute(sa.select(*triage_reports.c).where(triage_reports.c.outcome.is_(None))
+                                         .order_by(triage_reports.c.created_ts.desc()).limit(MAX_LOADED))
             for r in reports:
                 m = r._mapping
                 item = self.items.get(m["item_id"])
