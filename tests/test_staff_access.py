@@ -202,6 +202,8 @@ def test_member_cards_carry_no_identity(shared, run):
         assert card["account_age_days"] == 0 and card["has_identity"] is True
         assert card["membership"] == "join" and type(card["joined_ts"]) is int
         assert contains_any(card, values_of(identity)) == []
+        # sections from the risk and moderation features are merged in
+        assert card["recent_flags"] == [] and card["sanctions"] == []
         room = (await alice.request("create_room", kind="chat", name="R", public=True,
                                     service_id=w["service"]))["room_id"]
         by_room = await clin.request("member_card", room_id=room, user_id=alice.user_id)
