@@ -155,8 +155,36 @@ def _join_spaced(m: "re.Match[str]") -> str:
 def light_normalise(text: str) -> str:
     """NFKC and casefold, whitespace runs made single spaces: what number patterns see."""
     if not text.isascii():
-        text = unicodedata.normalize("NFKC", text)
-    return _SPACES.sub(" ", text.casefold())
+        return " ".join(unicodedata.normalize("NFKC", text).casefold().split())
+    return " ".join(text.lower().split())
+
+
+# The matcher's own pass over a text: the same mappings as ``normalise`` but cheaper (two
+# C-speed translations for ASCII text), leaving repeated letters and space runs in place:
+# the compiled phrase regex tolerates them (each letter ``c+``, each space `` *``).
+_ASCII_LOWER_LEET = str.maketrans({**{chr(c): chr(c + 32) for c in range(65, 91)},
+                                   "0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t",
+                                   "@": "a", "$": "s", "|": "l"})
+_ASCII_PUNCT_SPACE = str.maketrans({chr(c): " " for c in range(128)
+                                    if not (48 <= c <= 57 or 97 <= c <= 122)})
+_SPACED_RUN = re.compile(r"(?<![a-z0-9])(?:[a-z] +){2,}[a-z](?![a-z0-9])")
+
+
+def _match_form(text: str) -> str:
+    if text.isascii():
+        s = _IN_WORD_SEP.sub("", text.translate(_ASCII_LOWER_LEET)).translate(_ASCII_PUNCT_SPACE)
+    else:
+        s = unicodedata.normalize("NFKC", text).casefold().translate(_CONFUSABLES)
+        s = "".join(c for c in unicodedata.normalize("NFD", s) if not unicodedata.combining(c))
+        s = _NON_ALNUM.sub(" ", _IN_WORD_SEP.sub("", s.translate(_LEET)))
+    if _SPACED_RUN.search(s):
+        s = _SPACED_RUN.sub(lambda m: m.group(0).replace(" ", ""), s)
+    return s
+
+
+def _key(matched: str) -> str:
+    """The lookup key of a phrase or a matched span: no spaces, no repeated letters."""
+    return _REPEATS.sub(r"\1", matched.replace(" ", ""))
 
 
 def normalise(text: str) -> str:
@@ -181,6 +209,8 @@ _UNIT_KG = r"(?:kg|kgs|kilo|kilos|kilograms?)"
 _UNIT_LB = r"(?:lb|lbs|pounds?)"
 _STREET = (r"(?:street|st|road|rd|avenue|ave|lane|ln|close|drive|dr|way|crescent|court|place|"
            r"terrace|gardens|grove|mews|hill|row|walk|square)")
+# (Patterns used on most texts start with a character class, not a look-behind: the regex
+# engine then skips quickly to candidate positions.)
 _PATTERNS: Tuple[Tuple[str, str, str], ...] = (
     ("weight_kg", "eating_disorder", rf"(?<![\d.])\d{{2,3}}(?:[.,]\d)?\s?{_UNIT_KG}(?![a-z])"),
     ("weight_lb", "eating_disorder", rf"(?<![\d.])\d{{2,3}}(?:[.,]\d)?\s?{_UNIT_LB}(?![a-z])"),
@@ -194,9 +224,9 @@ _PATTERNS: Tuple[Tuple[str, str, str], ...] = (
      r"(?<![\d])(?:\+44\s?\(?0?\)?\s?|0)(?:\d[\s\-]?){9,10}(?![\d])"),
     ("nhs_number", "identifying", r"(?<![\d])\d{3}[\s\-]?\d{3}[\s\-]?\d{4}(?![\d])"),
     ("postcode", "identifying",
-     r"(?<![a-z0-9])[a-z]{1,2}\d[a-z\d]?\s?\d[abd-hjlnp-uw-z]{2}(?![a-z0-9])"),
+     r"[a-z](?<![a-z0-9][a-z])[a-z]?\d[a-z\d]?\s?\d[abd-hjlnp-uw-z]{2}(?![a-z0-9])"),
     ("street_address", "identifying",
-     rf"(?<![\d])\d{{1,4}}[a-z]?,?\s(?:[a-z]+\s){{1,2}}{_STREET}(?![a-z])"),
+     rf"\d(?<!\d\d)\d{{0,3}}[a-z]?,?\s(?:[a-z]+\s){{1,2}}{_STREET}(?![a-z])"),
 )
 PATTERN_NAMES = tuple(p[0] for p in _PATTERNS)
 DEFAULT_PATTERN_WEIGHTS: Dict[str, float] = {
@@ -300,16 +330,11 @@ def _trie_regex(words: Iterable[str]) -> str:
         branches = []
         for ch in sorted(k for k in node if k != ""):
             if ch != " ":
-                branches.append(re.escape(ch) + emit(node[ch], ch))
-                continue
-            # the space between two words may be absent ("selfharm"); when the next word
-            # starts with the letter the last one ended with, joining them collapsed the
-            # pair into one letter ("want-to" -> "wanto"), so that letter is optional too
-            for nxt in sorted(k for k in node[" "] if k != ""):
-                if nxt == prev:
-                    branches.append(f"(?: {re.escape(nxt)})?" + emit(node[" "][nxt], nxt))
-                else:
-                    branches.append(" ?" + re.escape(nxt) + emit(node[" "][nxt], nxt))
+                # a letter may be repeated in the text ("kiiill"); the space between two
+                # words may be absent ("selfharm") or several
+                branches.append(re.escape(ch) + "+" + emit(node[ch], ch))
+            else:
+                branches.append(" *" + emit(node[ch], ch))
         if not branches:
             return ""
         body = branches[0] if len(branches) == 1 else "(?:" + "|".join(branches) + ")"
@@ -333,7 +358,7 @@ class Matcher:
                 continue
             self.phrases[phrase] = (category, weight)
             # spaces may be absent ("selfharm") in the text: look hits up without them
-            key = _REPEATS.sub(r"\1", norm.replace(" ", ""))
+            key = _key(norm)
             old = self._by_key.get(key)
             if old is None or weight > old[1]:
                 self._by_key[key] = (category, weight, phrase)
@@ -353,9 +378,8 @@ class Matcher:
             text = text[:MAX_TEXT_CHARS]
         hits: List[Hit] = []
         if self._regex is not None:
-            norm = normalise(text)
-            for m in self._regex.finditer(norm):
-                found = self._by_key.get(_REPEATS.sub(r"\1", m.group(0).replace(" ", "")))
+            for m in self._regex.finditer(_match_form(text)):
+                found = self._by_key.get(_key(m.group(0)))
                 if found is not None:
                     category, weight, phrase = found
                     hits.append(Hit(phrase, category, weight))

@@ -59,6 +59,8 @@ async def _close(*clients):
 def test_block_hides_a_member_everywhere_and_they_are_not_told(ctl_server, run):
     async def scenario():
         admin, clin, (alice, bob, carol), service, room = await _cast(ctl_server)
+        old_dm = (await alice.request("create_dm", user_id=bob.user_id))["room_id"]
+        await alice.leave(old_dm)
         for c in (alice, carol):
             await c.sync()
         assert await alice.request("block", user_id=bob.user_id) == {"user_id": bob.user_id, "blocked": True}
@@ -81,12 +83,15 @@ def test_block_hides_a_member_everywhere_and_they_are_not_told(ctl_server, run):
         assert f"@{alice.pseudonym} from bob" not in _bodies(await all_history(alice, room))
         assert f"@{alice.pseudonym} from bob" in _bodies(await all_history(carol, room))
 
-        # DMs: bob cannot open one with alice (the refusal does not say why); alice still can
+        # DMs: bob cannot bring alice back into their old DM (the refusal does not say why),
+        # nor can alice open one with bob while she blocks him; other DMs are unaffected
         with pytest.raises(Forbidden) as exc:
             await bob.request("create_dm", user_id=alice.user_id)
-        assert "block" not in exc.value.reason
-        dm = (await alice.request("create_dm", user_id=carol.user_id))["room_id"]
-        assert dm
+        assert "block" not in exc.value.reason and exc.value.field == "user_id"
+        with pytest.raises(Forbidden) as exc:
+            await alice.request("create_dm", user_id=bob.user_id)
+        assert "unblock" in exc.value.reason
+        assert (await alice.request("create_dm", user_id=carol.user_id))["created"] is True
 
         # staff of a shared service cannot be blocked; bad targets name the field
         with pytest.raises(CannotBlockStaff) as exc:
@@ -105,7 +110,7 @@ def test_block_hides_a_member_everywhere_and_they_are_not_told(ctl_server, run):
         await bob.send(room, "bob again")
         assert _bodies(await messages_until(alice, 1)) == ["bob again"]
         assert f"@{alice.pseudonym} from bob" in _bodies(await all_history(alice, room))
-        assert (await bob.request("create_dm", user_id=alice.user_id))["room_id"]
+        assert (await bob.request("create_dm", user_id=alice.user_id))["user_id"] == alice.user_id
         await _close(admin, clin, alice, bob, carol)
 
     run(scenario())

@@ -126,3 +126,30 @@ def test_staff_dry_run_and_per_service_settings(risk_server, run):
         await _close(admin, clin, alice, bob)
 
     run(scenario())
+
+
+def test_hits_over_the_alert_threshold_reach_the_triage_queue(risk_server, run):
+    async def scenario():
+        admin, clin, alice, bob, service, room = await _cast(risk_server)
+        await clin.sync()
+        await clin.request("duty", service_id=service, on=True)
+        await alice.send(room, "my bmi is 17 now")  # a flag under the alert threshold (400 < 500)
+        await alice.send(room, "lovely sunset tonight")  # clean
+        risky = await alice.send(room, "honestly I want to die")
+        frame = await _next_op(clin, "alert")  # the first alert is the risky post's
+        item = frame["item"]
+        assert item["event_id"] == risky["event_id"] and "risk" in item["kinds"]
+        assert item["risk_score"] == 700 and item["subject_user"] == alice.user_id
+        assert "die" not in item["summary"]  # the summary names the category, not the words
+        flags = (await clin.request("risk_flags", service_id=service))["flags"]
+        assert [f["score"] for f in flags] == [700, 400]
+        await _close(admin, clin, alice, bob)
+
+    run(scenario())
+
+
+async def _next_op(client, op, timeout_s=10.0):
+    while True:
+        frame = await client.next_frame(timeout_s)
+        if frame.get("op") == op:
+            return frame

@@ -5,8 +5,9 @@ so the send path never reads storage; changes are written through before the rep
 
 - **Block**: the blocker stops receiving the blocked member's (non-state) events live (the
   hub's ``blocked_by`` filter), in history and resume replay (an event filter), and their
-  notifications and mentions (a notification filter). The blocked member cannot open a
-  new DM with the blocker nor re-join one (the refusal reads like any other DM refusal).
+  notifications and mentions (a notification filter). Neither can open a new DM with the
+  other nor bring the other back into one while the block lasts (the blocked member's
+  refusal reads like any other DM refusal); an ongoing DM stays open.
   The blocked member is never told. Staff of a service both share, and server admins,
   cannot be blocked (``cannot_block_staff``): safety messages must get through.
 - **Mute words**: notifications whose text contains one are stored but not pushed; in
@@ -223,17 +224,22 @@ def install(ctx: Any) -> None:
             return
         me = session.user_id
         for other in users:
-            if other != me and controls.is_blocked(other, me):
-                raise Forbidden(refusal, "user_id")
+            if other == me:
+                continue
+            if controls.is_blocked(other, me):
+                raise Forbidden(refusal, "user_id")  # the blocked side: not told why
+            if controls.is_blocked(me, other):
+                raise Forbidden("you block this person: unblock them first", "user_id")
 
     def dm_join_guard(user_id: str, room_id: str, state: Any) -> None:
+        """Nobody (re-)enters a DM whose two people are blocked either way."""
         if not controls.blocks or rooms.kinds.get(room_id) != "dm":
             return
         users = dm_users(room_id)
         if users is None:
             return
         other = users[1] if users[0] == user_id else users[0]
-        if controls.is_blocked(other, user_id):
+        if controls.is_blocked(other, user_id) or controls.is_blocked(user_id, other):
             raise Forbidden(refusal, "user_id")
 
     rooms.create_guards.append(dm_create_guard)
