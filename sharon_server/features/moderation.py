@@ -33,7 +33,7 @@ from protocol.errors import (
 )
 from sharon_server.accounts import Session
 from sharon_server.event_types import EventType, SendContext
-from sharon_server.features.moderation_marks import Marks
+from sharon_server.features.moderation_marks import Marks, filter_content_listings
 from sharon_server.features.moderation_store import ModerationStore
 
 __all__ = ["install", "Moderation"]
@@ -366,45 +366,7 @@ def install(ctx: Any) -> None:
     ctx.accounts.gates.append(mod.gate)
     ctx.add_loader(mod.load)
     ctx.extras.setdefault("member_card_sections", []).append(mod.card_section)
-    _filter_content_listings(ctx, mod)
+    filter_content_listings(ctx, mod)
     from sharon_server.features import moderation_ops, moderation_sanctions
     moderation_ops.register(mod)
     moderation_sanctions.register(mod)
-
-
-def _filter_content_listings(ctx: Any, mod: Moderation) -> None:
-    """Forum, wall, timeline and blog listings (and a thread's replies, a post's comments)
-    render events from the content feature's own tables, not through ``history``: pass them
-    through the marks filter too, so a hidden thread is a placeholder in ``threads`` as it is
-    in ``history``. (A wrapper, because the content feature has no filter seam of its own.)"""
-    content = ctx.extras.get("content")
-    original = getattr(content, "render", None)
-    if original is None:
-        return
-
-    async def render(rows: List[Any], me: str) -> List[Dict[str, Any]]:
-        items = await original(rows, me)
-        if not mod.marks:
-            return items
-        out = []
-        for item in items:
-            shown = mod.event_filter(me, item.get("room_id", ""), item)
-            if shown is not None:
-                out.append(shown)
-        return out
-
-    content.render = render
-    original_page = getattr(content, "related_page", None)
-    if original_page is None:
-        return
-
-    async def related_page(parent_id: str, rel: str, from_pos: Optional[int], limit: int,
-                           me: str) -> Dict[str, Any]:
-        page = await original_page(parent_id, rel, from_pos, limit, me)
-        if mod.marks:
-            page["events"] = [e for e in (mod.event_filter(me, e.get("room_id", ""), e)
-                                          for e in page["events"]) if e is not None]
-        return page
-
-    content.related_page = related_page
-

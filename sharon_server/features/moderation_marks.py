@@ -9,14 +9,14 @@ original stays readable by staff and in the audit trail.
 from __future__ import annotations
 
 import inspect
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 from twisted.logger import Logger
 
 from protocol import moderation as P
 from protocol.errors import NotFound, SharonError
 
-__all__ = ["Marks"]
+__all__ = ["Marks", "filter_content_listings"]
 
 log = Logger(namespace="sharon.moderation")
 
@@ -165,3 +165,40 @@ class Marks:
             raise NotFound(f"no event {event_id} in room {room_id}", "event_id")
         by = by or "server"  # an automatic hide (e.g. out of hours) may have no acting person
         return await self.set_mark(by, room_id, event_id, row.sender, "hide", rule=rule, reason=reason, hidden=True)
+
+
+def filter_content_listings(ctx: Any, mod: Any) -> None:
+    """Forum, wall, timeline and blog listings (and a thread's replies, a post's comments)
+    render events from the content feature's own tables, not through ``history``: pass them
+    through the marks filter too, so a hidden thread is a placeholder in ``threads`` as it is
+    in ``history``. (A wrapper, because the content feature has no filter seam of its own.)"""
+    content = ctx.extras.get("content")
+    original = getattr(content, "render", None)
+    if original is None:
+        return
+
+    async def render(rows: List[Any], me: str) -> List[Dict[str, Any]]:
+        items = await original(rows, me)
+        if not mod.marks:
+            return items
+        out = []
+        for item in items:
+            shown = mod.event_filter(me, item.get("room_id", ""), item)
+            if shown is not None:
+                out.append(shown)
+        return out
+
+    content.render = render
+    original_page = getattr(content, "related_page", None)
+    if original_page is None:
+        return
+
+    async def related_page(parent_id: str, rel: str, from_pos: Optional[int], limit: int,
+                           me: str) -> Dict[str, Any]:
+        page = await original_page(parent_id, rel, from_pos, limit, me)
+        if mod.marks:
+            page["events"] = [e for e in (mod.event_filter(me, e.get("room_id", ""), e)
+                                          for e in page["events"]) if e is not None]
+        return page
+
+    content.related_page = related_page
