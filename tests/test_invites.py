@@ -139,6 +139,8 @@ def test_a_clinician_invites_and_the_person_signs_up_with_their_own_pseudonym(is
                 break
         history = (await w["member"].history(w["a"], limit=100))["events"]
         assert not leaks([pushed, history, listed, services], record)
+        role_events = [e for e in history if e["type"] == "ps.service.role" and e["state_key"] == "_" + newcomer.user_id]
+        assert role_events[-1]["sender"] == w["clin"].user_id  # the inviting clinician, not the steward
         created_entry = [e for e in audit(iserver, "invite.create") if e["details"]["invite_id"] == created["invite_id"]]
         redeemed = [e for e in audit(iserver, "invite.redeem") if e["details"]["invite_id"] == created["invite_id"]]
         assert created_entry[0]["actor"] == w["clin"].user_id and redeemed[0]["actor"] == newcomer.user_id

@@ -224,9 +224,8 @@ def install(ctx: Any) -> None:
             await vault.put(user_id, identity)
             await vault.delete(vault_key(invite_id))
         if services.is_service(service_id):
-            sp = spaces()
-            steward = sp["steward"](service_id)
-            await sp["set_role"](steward, service_id, user_id, row["role"])
+            sp = spaces()  # signed by the inviting clinician if still staff with the power, else the steward
+            await sp["set_role"](sp["system_session"](row["created_by"]), service_id, user_id, row["role"])
         log.info("invite.redeemed", invite_id=invite_id, service_id=service_id, user_id=user_id)
         await audit(user_id, "invite.redeem", member=user_id, service=service_id,
                     details={"invite_id": invite_id, "role": row["role"], "invited_by": row["created_by"]})
