@@ -63,6 +63,8 @@ def test_new_members_posts_are_invisible_to_peers_until_approved(mod_server, run
             await bob.request("held_approve", held_id=held["held_id"])
         approved = await mod.request("held_approve", held_id=held["held_id"])
         note = await push(alice, "held_approved")
+        left = (await mod.request("queue", service_id=c.service))["items"]
+        assert held["held_id"] not in [i["ref"] for i in left]  # deciding closes the triage item
         assert note["event_id"] == approved["event_id"] and note["held_id"] == held["held_id"]
         live = await next_of(bob, "m.room.message")
         assert (live["event_id"], live["sender"], live["content"]["body"]) == \

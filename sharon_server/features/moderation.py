@@ -20,6 +20,7 @@ Publishes ``ctx.extras["moderation"]`` (a ``Moderation``): ``hold_rules``, ``hid
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 from typing import Any, Callable, Dict, List, Optional, Tuple
@@ -205,6 +206,32 @@ class Moderation(Marks):
         """Send a push frame to every live connection of the user."""
         for conn in list(self.hub.user_conns.get(user_id, ())):
             conn.reply(frame)
+
+    async def tell(self, user_id: str, frame: Dict[str, Any]) -> None:
+        """Push a notice to the member's live connections and hand it to the notifier (if a
+        feature installed one: ``notify(user_id, kind, frame)``) for members offline."""
+        self.push(user_id, frame)
+        notifier = self.ctx.notifier or self.ctx.extras.get("notifier")
+        notify = getattr(notifier, "notify", None)
+        if notify is None:
+            return
+        try:
+            result = notify(user_id, frame["op"], frame)
+            if inspect.isawaitable(result):
+                await result
+        except Exception:  # noqa: BLE001 - the push went and the notice is stored; never undo
+            log.failure("moderation.notify_failed", op=frame.get("op"))
+
+    async def resolve_triage(self, service_id: Optional[str], held_id: str, outcome: str, by: str) -> None:
+        """Close the triage item of a decided held post (when the triage queue is installed)."""
+        triage = self.ctx.extras.get("triage")
+        resolve = getattr(triage, "resolve_ref", None)
+        if resolve is None or service_id is None:
+            return
+        try:
+            await resolve(service_id, held_id, outcome, by)
+        except Exception:  # noqa: BLE001 - the decision stands; the queue item can be closed by hand
+            log.failure("moderation.triage_resolve_failed", held_id=held_id)
 
     async def audit(self, actor: str, action: str, **fields: Any) -> None:
         if self.ctx.audit is not None:

@@ -129,7 +129,7 @@ class Marks:
         if reason:
             notice += f" The reason: {reason}"
         if author != actor:
-            self.push(author, {"op": "moderated", "action": action, "room_id": room_id, "event_id": event_id,
+            await self.tell(author, {"op": "moderated", "action": action, "room_id": room_id, "event_id": event_id,
                                "rule": rule_form, "reason": reason, "notice": notice})
         await self.audit(actor, f"moderation.{action}", member=author, service=service,
                          details={"room_id": room_id, "event_id": event_id, "rule": rule, "reason": reason,

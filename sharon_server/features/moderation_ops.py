@@ -61,11 +61,12 @@ def register(mod: Any) -> None:
         counts = mod.count_approved(row["service_id"], row["author"])
         if counts is not None:
             await store.put_premod(row["service_id"], row["author"], counts[0], counts[1])
-        mod.push(row["author"], {"op": "held_approved", "held_id": row["held_id"], "room_id": row["room_id"],
+        await mod.tell(row["author"], {"op": "held_approved", "held_id": row["held_id"], "room_id": row["room_id"],
                                  "event_id": event_id, "pos": pos,
                                  "notice": "A moderator has checked your post and it is now visible."})
         await mod.audit(session.user_id, "moderation.approve", member=row["author"], service=row["service_id"],
                         details={"held_id": row["held_id"], "room_id": row["room_id"], "event_id": event_id})
+        await mod.resolve_triage(row["service_id"], row["held_id"], "no_action", session.user_id)
         log.info("moderation.approved", held_id=row["held_id"], event_id=event_id)
         return {"held_id": row["held_id"], "event_id": event_id, "pos": pos}
 
@@ -80,12 +81,13 @@ def register(mod: Any) -> None:
         if rule is not None:
             notice += f" (rule: {rule['title']} - {rule['plain_words']})"
         notice += f" The reason: {req.reason}"
-        mod.push(row["author"], {"op": "held_rejected", "held_id": row["held_id"], "room_id": row["room_id"],
+        await mod.tell(row["author"], {"op": "held_rejected", "held_id": row["held_id"], "room_id": row["room_id"],
                                  "type": row["etype"], "content": json.loads(row["content"]),
                                  "reason": req.reason, "rule": rule, "notice": notice})
         await mod.audit(session.user_id, "moderation.reject", member=row["author"], service=row["service_id"],
                         details={"held_id": row["held_id"], "room_id": row["room_id"], "rule": req.rule,
                                  "reason": req.reason})
+        await mod.resolve_triage(row["service_id"], row["held_id"], "action_taken", session.user_id)
         return {"held_id": row["held_id"], "status": "rejected"}
 
     async def premod_member(conn: Any, req: Any) -> Dict[str, Any]:

@@ -73,7 +73,7 @@ def register(mod: Any) -> None:
         if req.kind != "warn":
             mod.active.setdefault(target, {})[row["sanction_id"]] = row
         # tell the member first: a suspension signs their connections out just after
-        mod.push(target, {"op": "sanction", "sanction": mod.member_form(row)})
+        await mod.tell(target, {"op": "sanction", "sanction": mod.member_form(row)})
         effects: Dict[str, Any] = {}
         if req.kind == "suspend" or (req.kind == "ban" and service_id is None):
             effects["sessions_revoked"] = await accounts.revoke_user(target)
@@ -127,7 +127,7 @@ def register(mod: Any) -> None:
             raise AlreadyDecided("this sanction was already lifted", "sanction_id")
         if not await lift(row, session.user_id, req.reason):
             raise AlreadyDecided("this sanction was already lifted", "sanction_id")
-        mod.push(row["user_id"], {"op": "sanction_lifted", "sanction_id": row["sanction_id"],
+        await mod.tell(row["user_id"], {"op": "sanction_lifted", "sanction_id": row["sanction_id"],
                                   "notice": f"A moderator has ended your {row['kind']} early. {req.reason}"})
         await mod.audit(session.user_id, "moderation.lift", member=row["user_id"], service=row["service_id"],
                         details={"sanction_id": row["sanction_id"], "kind": row["kind"], "reason": req.reason})
@@ -198,7 +198,7 @@ def register(mod: Any) -> None:
         lifted = False
         if req.outcome == "overturned" and row["lifted_ts"] is None:
             lifted = await lift(row, session.user_id, "appeal overturned: " + req.reason)
-        mod.push(a["user_id"], {"op": "appeal_decided", "appeal_id": a["appeal_id"],
+        await mod.tell(a["user_id"], {"op": "appeal_decided", "appeal_id": a["appeal_id"],
                                 "sanction_id": a["sanction_id"], "outcome": req.outcome, "reason": req.reason,
                                 "notice": P.appeal_notice(req.outcome, req.reason)})
         await mod.audit(session.user_id, "appeal.decide", member=a["user_id"], service=a["service_id"],
