@@ -249,6 +249,11 @@ SanctionLift = _request("sanction_lift", "``sanction_lift``: staff end a sanctio
 # appeals
 Appeal = _request("appeal", "``appeal``: the sanctioned member appeals, once per sanction.",
                   sanction_id=_id("sanction_id"), text=_s("text", 1, MAX_APPEAL_CHARS))
+AppealSignedOut = _request(
+    "appeal_signed_out", "``appeal_signed_out``: a member who cannot sign in (suspended, banned from the "
+    "server) appeals with their pseudonym and password instead of a session.",
+    pseudonym=_s("pseudonym", 1, 64), password=_s("password", 1, 1024), sanction_id=_id("sanction_id"),
+    text=_s("text", 1, MAX_APPEAL_CHARS))
 Appeals = _request("appeals", "``appeals``: staff list appeals (open ones unless ``all``).",
                    service_id=_room("service_id", optional=True), all=lambda f: read_bool(f, "all", False),
                    limit=_LIMIT)

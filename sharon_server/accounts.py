@@ -272,6 +272,14 @@ class AccountService:
 
     async def login(self, pseudonym: str, password: str, device_name: Optional[str]) -> Tuple[Session, str]:
         """Check the password and open a new device; BadCredentials if either part is wrong."""
+        row = await self.check_password(pseudonym, password)
+        for gate in self.gates:
+            gate(row.user_id)
+        return await self._new_device(row.user_id, row.pseudonym, device_name)
+
+    async def check_password(self, pseudonym: str, password: str) -> Any:
+        """The account row if the password is right (no device, no gates: e.g. a suspended
+        member appealing); BadCredentials otherwise, in the same time either way."""
         try:
             _, key = normalise_pseudonym(pseudonym)
         except InvalidPseudonym:
@@ -282,9 +290,7 @@ class AccountService:
         ok = await loop.run_in_executor(None, self._verify, stored, password)
         if row is None or not ok:
             raise BadCredentials("unknown pseudonym or wrong password")
-        for gate in self.gates:
-            gate(row.user_id)
-        return await self._new_device(row.user_id, row.pseudonym, device_name)
+        return row
 
     def _verify(self, stored: str, password: str) -> bool:
         try:

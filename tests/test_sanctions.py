@@ -10,7 +10,7 @@ import pytest
 from clients.client import SharonClient
 from protocol import moderation as P
 from protocol.errors import (
-    BadField, Banned, Forbidden, Muted, NotAuthenticated, NotFound, Suspended, UnknownRule, UnknownToken,
+    AppealExists, BadCredentials, BadField, Banned, Forbidden, Muted, NotAuthenticated, NotFound, Suspended, UnknownRule, UnknownToken,
 )
 from sharon_server.features.moderation import Moderation
 from tests.conftest import ServerProcess
@@ -177,6 +177,16 @@ def test_suspended_member_is_signed_out_and_cannot_log_in(mod_server, run):
         with pytest.raises(Suspended) as refused:
             await other.login(alice.pseudonym, PASSWORD)
         assert "suspended until" in refused.value.reason
+        sanction_id = next(w for w in refused.value.reason.replace(";", " ").split() if w.startswith("s_"))
+        with pytest.raises(BadCredentials):
+            await other.request("appeal_signed_out", pseudonym=alice.pseudonym, password="wrong password",
+                                sanction_id=sanction_id, text="x")
+        made = await other.request("appeal_signed_out", pseudonym=alice.pseudonym, password=PASSWORD,
+                                   sanction_id=sanction_id, text="I was quoting a leaflet.")
+        assert made["sanction_id"] == sanction_id
+        with pytest.raises(AppealExists):
+            await other.request("appeal_signed_out", pseudonym=alice.pseudonym, password=PASSWORD,
+                                sanction_id=sanction_id, text="again")
         with pytest.raises(UnknownToken):  # every device was signed out
             await other.auth(token)
         with pytest.raises(NotAuthenticated):

@@ -153,10 +153,12 @@ class Moderation(Marks):
         row = self._current(user_id, "suspend", None, any_service=True)
         if row is not None:
             until = f" until {P.format_when(row['until_ts'])}" if row["until_ts"] else ""
-            raise Suspended(f"this account is suspended{until}: {row['notice']}")
+            raise Suspended(f"this account is suspended{until} (sanction {row['sanction_id']}; appeal with "
+                            f"appeal_signed_out): {row['notice']}")
         row = self._current(user_id, "ban", None)
         if row is not None:
-            raise Banned(f"this account is banned from this server: {row['notice']}")
+            raise Banned(f"this account is banned from this server (sanction {row['sanction_id']}; appeal with "
+                         f"appeal_signed_out): {row['notice']}")
 
     def join_guard(self, user_id: str, room_id: str, state: Any) -> None:
         """Banned members cannot join (or be invited to) the service or its rooms."""

@@ -134,13 +134,12 @@ def register(mod: Any) -> None:
         return {"sanction_id": row["sanction_id"], "lifted": True}
 
     # -- appeals ----------------------------------------------------------------------------
-    async def appeal(conn: Any, req: Any) -> Dict[str, Any]:
-        session = conn.require_session()
-        row = await store.sanction(req.sanction_id)
-        if row is None or row["user_id"] != session.user_id:
-            raise NotFound(f"no sanction {req.sanction_id} of yours", "sanction_id")
+    async def create_appeal(user_id: str, sanction_id: str, text: str) -> Dict[str, Any]:
+        row = await store.sanction(sanction_id)
+        if row is None or row["user_id"] != user_id:
+            raise NotFound(f"no sanction {sanction_id} of yours", "sanction_id")
         record = {"appeal_id": new_id("a_"), "sanction_id": row["sanction_id"], "service_id": row["service_id"],
-                  "user_id": session.user_id, "text": req.text, "created_ts": mod.now_ms(), "outcome": None,
+                  "user_id": user_id, "text": text, "created_ts": mod.now_ms(), "outcome": None,
                   "decided_by": None, "decided_ts": None, "decision_reason": None}
         if not await store.insert_appeal(record):
             raise AppealExists("you have already appealed this sanction; each sanction can be appealed once",
@@ -148,14 +147,22 @@ def register(mod: Any) -> None:
         triage = mod.ctx.extras.get("triage")
         if triage is not None and hasattr(triage, "add_item") and "appeal" in getattr(triage, "kinds", ()):
             try:
-                await triage.add_item("appeal", row["service_id"], None, None, session.user_id, None, 0,
+                await triage.add_item("appeal", row["service_id"], None, None, user_id, None, 0,
                                       f"appeal against a {row['kind']}", ref=record["appeal_id"])
             except Exception:  # noqa: BLE001 - the appeal is stored; the queue is a convenience
                 log.failure("moderation.triage_failed", appeal_id=record["appeal_id"])
-        await mod.audit(session.user_id, "appeal.create", member=session.user_id, service=row["service_id"],
+        await mod.audit(user_id, "appeal.create", member=user_id, service=row["service_id"],
                         details={"appeal_id": record["appeal_id"], "sanction_id": row["sanction_id"]})
         return {"appeal_id": record["appeal_id"], "sanction_id": row["sanction_id"],
                 "notice": "Your appeal has been sent. A moderator who did not make the decision will look at it."}
+
+    async def appeal(conn: Any, req: Any) -> Dict[str, Any]:
+        session = conn.require_session()
+        return await create_appeal(session.user_id, req.sanction_id, req.text)
+
+    async def appeal_signed_out(conn: Any, req: Any) -> Dict[str, Any]:
+        account = await accounts.check_password(req.pseudonym, req.password)
+        return await create_appeal(account.user_id, req.sanction_id, req.text)
 
     async def appeals(conn: Any, req: Any) -> Dict[str, Any]:
         session = conn.require_session()
@@ -209,6 +216,7 @@ def register(mod: Any) -> None:
     R = P.REQUESTS
     register_handlers({
         R["sanction"]: sanction, R["sanctions"]: sanctions, R["my_sanctions"]: my_sanctions,
-        R["sanction_lift"]: sanction_lift, R["appeal"]: appeal, R["appeals"]: appeals,
+        R["sanction_lift"]: sanction_lift, R["appeal"]: appeal, R["appeal_signed_out"]: appeal_signed_out,
+        R["appeals"]: appeals,
         R["appeal_decide"]: appeal_decide,
     })
