@@ -54,7 +54,7 @@ class Config:
     txn_cache_size: int = 200_000
     token_cache_size: int = 50_000
     max_replay_buffer: int = 20_000
-    fanout_chunk: int = 500
+    fanout_chunk: int = 4000
     log_format: str = "json"
     log_level: str = "info"
     features: str = "all"

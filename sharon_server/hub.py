@@ -43,7 +43,7 @@ class Subscriber:
 class Hub:
     """Room subscriptions for synced connections and the ordered delivery pump."""
 
-    def __init__(self, prepare: Callable[[bytes, bool], Any], chunk: int = 500) -> None:
+    def __init__(self, prepare: Callable[[bytes, bool], Any], chunk: int = 4000) -> None:
         self._prepare = prepare
         self._chunk = max(1, chunk)
         self.room_subs: Dict[str, Set[Subscriber]] = {}
