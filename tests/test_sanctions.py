@@ -213,6 +213,13 @@ def test_ban_removes_member_and_keeps_them_out(mod_server, run):
         assert c.room not in [r["room_id"] for r in await alice.rooms() if r["membership"] == "join"]
         # she can still log in (a service ban is not a suspension) and appeal
         assert (await alice.request("my_sanctions"))["sanctions"][0]["kind"] == "ban"
+        # a server-wide ban (server admins only) also refuses login
+        bob = c.members[1]
+        await c.admin.request("sanction", user_id=bob.user_id, kind="ban", rule="be-kind", reason="Threats.")
+        again = await SharonClient.connect(mod_server.ws_url)
+        with pytest.raises(Banned):
+            await again.login(bob.pseudonym, PASSWORD)
+        await again.close()
         await c.close()
 
     run(scenario(), timeout_s=60)
@@ -253,6 +260,19 @@ def test_hidden_forum_posts_are_placeholders_in_listings(mod_server, run):
         assert [e["content"] for e in page["replies"]] == [{"thread_id": thread["event_id"], "body": P.HIDDEN_TEXT}]
         staff = (await c.mods[1].request("threads", room_id=c.room))["threads"]
         assert staff[0]["content"]["title"] == "Shop" and staff[0]["moderation"]["hidden"] is True
+
+        # locking reuses the forum's own thread state, citing a rule
+        other = await bob.request("thread_create", room_id=c.room, txn_id=txn(), title="Heated", body="...")
+        with pytest.raises(UnknownRule):
+            await mod.request("mod_lock", room_id=c.room, thread_id=other["event_id"], rule="x", reason="y")
+        with pytest.raises(Forbidden):
+            await alice.request("mod_lock", room_id=c.room, thread_id=other["event_id"], rule="be-kind", reason="y")
+        locked = await mod.request("mod_lock", room_id=c.room, thread_id=other["event_id"], rule="be-kind",
+                                   reason="It turned into a pile-on.")
+        assert locked["locked"] is True
+        with pytest.raises(Forbidden) as refused:
+            await alice.request("thread_reply", room_id=c.room, txn_id=txn(), thread_id=other["event_id"], body="!")
+        assert "locked" in refused.value.reason
         await c.close()
 
     run(scenario(), timeout_s=60)
