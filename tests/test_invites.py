@@ -54,10 +54,25 @@ def iserver(tmp_path_factory):
     proc.stop()
 
 
+_admins: Dict[str, str] = {}
+
+
+async def server_admin(server: Any) -> SharonClient:
+    """A server admin, granted from the shell once per server and logged in again after."""
+    key = str(server.data_dir)
+    if key not in _admins:
+        admin = await user(server, "keeper")
+        grant_admin(server, admin.pseudonym)
+        _admins[key] = admin.pseudonym
+        return admin
+    admin = await SharonClient.connect(server.ws_url)
+    await admin.login(_admins[key], PASSWORD)
+    return admin
+
+
 async def world(server: Any) -> Dict[str, Any]:
     """Two services; a clinician, a moderator and a member of A, a clinician of B."""
-    w: Dict[str, Any] = {"admin": await user(server, "keeper")}
-    grant_admin(server, w["admin"].pseudonym)
+    w: Dict[str, Any] = {"admin": await server_admin(server)}
     w["a"] = (await w["admin"].request("create_service", name="Perinatal"))["service_id"]
     w["b"] = (await w["admin"].request("create_service", name="Eating disorders"))["service_id"]
     for name, service, role in (("clin", "a", "clinician"), ("mod", "a", "moderator"), ("member", "a", "member"),
@@ -139,9 +154,11 @@ def test_a_clinician_invites_and_the_person_signs_up_with_their_own_pseudonym(is
                 break
         history = (await w["member"].history(w["a"], limit=100))["events"]
         assert not leaks([pushed, history, listed, services], record)
-        role_events = [e for e in history if e["type"] == "ps.service.role" and e["state_key"] == "_" + newcomer.user_id]
+        role_events = [e for e in history
+                       if e["type"] == "ps.service.role" and e["state_key"] == "_" + newcomer.user_id]
         assert role_events[-1]["sender"] == w["clin"].user_id  # the inviting clinician, not the steward
-        created_entry = [e for e in audit(iserver, "invite.create") if e["details"]["invite_id"] == created["invite_id"]]
+        created_entry = [e for e in audit(iserver, "invite.create")
+                         if e["details"]["invite_id"] == created["invite_id"]]
         redeemed = [e for e in audit(iserver, "invite.redeem") if e["details"]["invite_id"] == created["invite_id"]]
         assert created_entry[0]["actor"] == w["clin"].user_id and redeemed[0]["actor"] == newcomer.user_id
         assert not leaks([created_entry, redeemed], record) and created["code"] not in json.dumps(created_entry)
@@ -358,7 +375,8 @@ def test_redemption_on_postgresql(pg_server, run):
 def test_the_cli_invites_registers_with_the_code_and_discharges(iserver, tmp_path):
     from tests.test_cli import User
 
-    admin, clin = User(iserver, tmp_path / "admin", "keeper").register(), User(iserver, tmp_path / "clin", "clin").register()
+    admin = User(iserver, tmp_path / "admin", "keeper").register()
+    clin = User(iserver, tmp_path / "clin", "clin").register()
     grant_admin(iserver, admin.pseudonym)
     service = admin.ok("create-service", "Perinatal").strip()
     admin.ok("service-add", service, clin.user_id, "--role", "clinician")

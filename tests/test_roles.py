@@ -13,7 +13,8 @@ from rooms.kinds import POWER_LEVELS
 from tests.conftest import ServerProcess
 from tests.helpers import user
 from tests.room_helpers import Room
-from tests.test_content_support import grant_admin, txn
+from tests.test_content_support import txn
+from tests.test_invites import server_admin
 
 pytestmark = pytest.mark.integration
 
@@ -35,8 +36,7 @@ async def levels_of(client: Any, room_id: str) -> Dict[str, Any]:
 
 
 async def world(server: Any) -> Dict[str, Any]:
-    w: Dict[str, Any] = {"admin": await user(server, "keeper")}
-    grant_admin(server, w["admin"].pseudonym)
+    w: Dict[str, Any] = {"admin": await server_admin(server)}
     w["svc"] = (await w["admin"].request("create_service", name="Perinatal"))["service_id"]
     for name, role in (("clin", "clinician"), ("mod", "moderator"), ("peer", "peer"), ("member", "member"),
                        ("carer", "carer")):
