@@ -118,6 +118,13 @@ def test_cli_rules_sanctions_and_appeal(mod_server, run, tmp_path):
     appeal = json.loads(sharon("appeal", warned["sanction_id"], "I was upset; I apologised."))
     listed = run(c.mods[1].request("appeals", service_id=c.service))["appeals"]
     assert [a["appeal_id"] for a in listed] == [appeal["appeal_id"]]
+    # suspended: signed out everywhere, yet the member can still appeal from the CLI
+    pseudonym = run(c.mods[0].request("sanctions", service_id=c.service, user_id=user_id))["sanctions"][0]["pseudonym"]
+    suspended = run(c.mods[0].request("sanction", service_id=c.service, user_id=user_id, kind="suspend",
+                                      rule="be-kind", reason="Cooling off.",
+                                      until_ts=int(time.time() * 1000) + 3600_000))
+    made = json.loads(sharon("appeal", suspended["sanction_id"], "Please reconsider.", "--signed-out", pseudonym))
+    assert made["sanction_id"] == suspended["sanction_id"]
     run(c.close())
 
 

@@ -1,7 +1,7 @@
 """``sharon`` commands for moderation (#6): held posts, actions on events, sanctions, appeals.
 
-- members: ``sharon held`` (your held and returned posts), ``my-sanctions``, ``appeal SANCTION TEXT``,
-  ``rules SERVICE``;
+- members: ``sharon held`` (your held and returned posts), ``my-sanctions``, ``appeal SANCTION TEXT
+  [--signed-out PSEUDONYM]``, ``rules SERVICE``;
 - staff: ``held --service S``, ``held-approve ID``, ``held-reject ID REASON [--rule R]``,
   ``premod SERVICE USER POSTS``, ``mod-hide EVENT RULE REASON``, ``mod-unhide EVENT REASON``,
   ``mod-redact EVENT RULE REASON``, ``mod-cw EVENT CATEGORY``, ``mod-lock ROOM THREAD RULE REASON
@@ -65,6 +65,20 @@ def _handlers() -> Dict[str, Callable[[argparse.Namespace], Any]]:
             return await _call(a, "held_list", {"service_id": a.service}, "held")
         return await _call(a, "held_mine", {}, "held")
 
+    async def appeal(a: argparse.Namespace) -> int:
+        if not a.signed_out:
+            return await _call(a, "appeal", {"sanction_id": a.sanction_id, "text": a.text})
+        from clients.cli import main as cli  # signed out: no saved session to use
+
+        client = await cli._connect(a)
+        try:
+            result = await client.request("appeal_signed_out", pseudonym=a.signed_out,
+                                          password=cli._password(False), sanction_id=a.sanction_id, text=a.text)
+        finally:
+            await client.close()
+        print_json(result)
+        return 0
+
     def simple(op: str, names: List[str], listed: Optional[str] = None, **extra: Callable[[Any], Any]):
         async def run(a: argparse.Namespace) -> int:
             fields = {n: getattr(a, n) for n in names}
@@ -90,7 +104,7 @@ def _handlers() -> Dict[str, Callable[[argparse.Namespace], Any]]:
                             user_id=lambda a: a.user),
         "my-sanctions": simple("my_sanctions", [], "sanctions"),
         "sanction-lift": simple("sanction_lift", ["sanction_id", "reason"]),
-        "appeal": simple("appeal", ["sanction_id", "text"]),
+        "appeal": appeal,
         "appeals": simple("appeals", [], "appeals", service_id=lambda a: a.service, all=lambda a: a.all),
         "appeal-decide": simple("appeal_decide", ["appeal_id", "outcome", "reason"]),
     }
@@ -149,6 +163,8 @@ def register(cmd: Callable[[str, str], argparse.ArgumentParser]) -> Dict[str, An
     c = cmd("appeal", "appeal a sanction (once)")
     c.add_argument("sanction_id")
     c.add_argument("text")
+    c.add_argument("--signed-out", metavar="PSEUDONYM",
+                   help="appeal without a session (a suspended account), password from SHARON_PASSWORD")
     c = cmd("appeals", "list appeals waiting for a decision (staff)")
     c.add_argument("--service")
     c.add_argument("--all", action="store_true", help="decided ones too")
