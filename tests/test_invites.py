@@ -13,7 +13,7 @@ import pytest
 from clients.client import SharonClient
 from protocol.errors import (
     BadField, Forbidden, InviteCodeExpired, InviteCodeInvalid, InviteCodeRevoked, InviteCodeUsed,
-    InviteNotFound, InviteNotPending, MissingField, NotFound, PseudonymRejected,
+    InviteNotFound, InviteNotPending, MissingField, NotFound, PseudonymRejected, PseudonymTaken, WeakPassword,
 )
 from protocol.identity import Identity, identity_values, nhs_check_digit
 from tests.conftest import ServerProcess
@@ -266,6 +266,14 @@ def test_the_pseudonym_may_not_carry_the_invited_persons_name_or_birth_date(iser
             with pytest.raises(PseudonymRejected) as exc:
                 await redeem(iserver, created["code"], pseudonym)
             assert exc.value.field == "pseudonym" and not leaks(exc.value.reason, record)
+        with pytest.raises(PseudonymTaken):  # fails after the claim: the claim is released
+            await redeem(iserver, created["code"], w["member"].pseudonym)
+        with pytest.raises(WeakPassword):
+            c = await SharonClient.connect(iserver.ws_url)
+            try:
+                await c.request("register", pseudonym="heron-at-noon", password="short", invite_code=created["code"])
+            finally:
+                await c.close()
         newcomer = await redeem(iserver, created["code"], "heron-at-dusk")  # the code survived the refusals
         assert newcomer.pseudonym == "heron-at-dusk"
         await close(w, newcomer)
