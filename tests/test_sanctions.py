@@ -276,3 +276,21 @@ def test_hidden_forum_posts_are_placeholders_in_listings(mod_server, run):
         await c.close()
 
     run(scenario(), timeout_s=60)
+
+
+def test_notices_and_rules_are_plain_and_checked():
+    """Pure: every sanction kind has a notice naming the rule, the reason and the appeal."""
+    rule = P.DEFAULT_RULES[0]
+    for kind in P.SANCTION_KINDS:
+        text = P.sanction_notice(kind, "Perinatal", rule, "Because.", 1_795_294_800_000 if kind != "warn" else None)
+        assert "Because." in text and rule["title"] in text and "appeal once" in text
+    assert "until 21 Nov 2026 21:00 UTC" in P.sanction_notice("mute", "Perinatal", rule, "r", 1_795_294_800_000)
+    assert [r["id"] for r in P.validate_rules([{"id": " a ", "title": "A", "plain_words": "w"}], "rules")] == ["a"]
+    for bad, field in (([], "rules"), ([{"id": "a", "title": "A", "plain_words": "w"}] * 2, "rules[1].id"),
+                       ([{"id": "a", "title": "", "plain_words": "w"}], "rules[0].title")):
+        with pytest.raises(BadField) as err:
+            P.validate_rules(bad, "rules")
+        assert err.value.field == field
+    from clients.cli.cmd_moderation import until_ms
+    assert until_ms("+30", now_ms=1000) == 1000 + 30 * 60_000
+    assert until_ms("2026-11-21T21:00") == 1_795_294_800_000
