@@ -16,7 +16,6 @@ from protocol.identity import Identity, identity_values, nhs_check_digit
 from sharon_server.config import Config
 from sharon_server.storage.database import open_database
 from sharon_server.vault import open_vault
-from tests.helpers import user
 
 __all__ = ["grant_admin", "service_with_staff", "make_identity", "put_identity", "invited_member", "values_of",
            "contains_any"]

@@ -25,7 +25,7 @@ member cards (recent flags, reports, sanctions).
 from __future__ import annotations
 
 import inspect
-from typing import Any, Dict, List, Optional, Set
+from typing import Any, Dict, List, Optional
 
 import sqlalchemy as sa
 from twisted.logger import Logger

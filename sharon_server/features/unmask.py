@@ -29,8 +29,7 @@ from protocol.errors import (
     BadField, Forbidden, NoIdentity, NotFound, UnmaskDecided, UnmaskExpired, UnmaskNotApproved,
     UnmaskSelfApproval,
 )
-from protocol.spaces import STAFF_ROLES, role_key
-from protocol.spaces import ROLE as ROLE_EVENT
+from protocol.spaces import STAFF_ROLES
 from sharon_server.ops import register_handlers
 from sharon_server.storage.schema_staff import unmask_requests
 
@@ -94,8 +93,7 @@ def install(ctx: Any) -> None:
         state = rooms.rooms.get(service_id)
         if state is None:
             return []
-        return [u for u in state.joined_members()
-                if (state.get(ROLE_EVENT, role_key(u)) or {}).get("content", {}).get("role") in STAFF_ROLES]
+        return sorted(u for u in state.joined_members() if services.role(service_id, u) in STAFF_ROLES)
 
     def push(user_ids: List[str], frame: Dict[str, Any]) -> None:
         for user_id in user_ids:
