@@ -331,6 +331,7 @@ class Moderation(Marks):
     def held_reply(self, row: Dict[str, Any]) -> Dict[str, Any]:
         """What the author gets for a held post."""
         return {"held": True, "held_id": row["held_id"], "room_id": row["room_id"], "reason": row["reason"],
+                "status": row["status"],
                 "notice": P.HOLD_NOTICES.get(row["reason"], "A moderator will look at your post before others see it.")}
 
     def held_form(self, row: Dict[str, Any], staff: bool) -> Dict[str, Any]:
