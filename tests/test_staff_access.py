@@ -307,3 +307,31 @@ def test_start_up_adds_the_notice_to_rooms_that_lack_it(server_factory, run):
         await alice.close()
 
     run(after(), timeout_s=60)
+
+
+def test_losing_the_staff_role_ends_an_observation(shared, run):
+    async def scenario():
+        import asyncio
+        w = await _world(shared)
+        alice, mod, admin = w["alice"], w["mod"], w["admin"]
+        room = (await alice.request("create_room", kind="chat", name="R", public=True,
+                                    service_id=w["service"]))["room_id"]
+        await mod.request("moderate_join", room_id=room)
+        await mod.sync()
+        await alice.send(room, "one")
+        assert (await messages_until(mod, 1))[0]["content"]["body"] == "one"
+        await admin.request("service_add_member", service_id=w["service"], user_id=mod.user_id, role="member")
+        await alice.send(room, "two")
+        await mod.ping()  # pushes are written before later replies: none may be queued after it
+        with pytest.raises((TimeoutError, asyncio.TimeoutError)):
+            while True:
+                event = await mod.next_event(timeout_s=0.3)
+                assert event["type"] != "m.room.message", "a former moderator still receives the room"
+        with pytest.raises(NotInRoom):
+            await mod.history(room)
+        assert (await mod.request("moderating"))["rooms"][0]["entitled"] is False
+        with pytest.raises(Forbidden):
+            await mod.request("moderate_join", room_id=room)
+        await _close(w)
+
+    run(scenario(), timeout_s=60)

@@ -34,8 +34,10 @@ from protocol import staff as P
 from protocol.canonical_json import encode_canonical
 from protocol.errors import BadField, Forbidden, NotFound, RoomNotFound
 from protocol.events import SPACE_KIND
+from protocol.spaces import ROLE as ROLE_EVENT
 from protocol.spaces import STAFF_ROLES
 from sharon_server.accounts import Session
+from sharon_server.event_types import EventType
 from sharon_server.ops import register_handlers
 from sharon_server.storage.schema import accounts as accounts_table
 from sharon_server.storage.schema_staff import staff_observers
@@ -227,6 +229,22 @@ def install(ctx: Any) -> None:
         log.info("staff.loaded", observers=len(staff.observing), notices_added=added)
 
     ctx.add_loader(load)
+
+    class _RoleWatch(EventType):
+        """When a role change takes a staff role away, stop that user's live observations of
+        the rooms they may no longer moderate (one string compare per event otherwise)."""
+
+        def committed(self, sctx: Any, event_id: str, pos: int, event: Dict[str, Any]) -> None:
+            if event["type"] != ROLE_EVENT or not staff.observing:
+                return
+            key = event.get("state_key") or ""
+            target = key[1:] if key.startswith("_") else None
+            for room_id in list(staff.observing.get(target, ()) if target else ()):
+                if not staff.may_moderate(target, room_id) and rooms.rooms[room_id].membership(target) != "join":
+                    hub.observe(target, room_id, False)
+                    log.info("staff.observation_suspended", room_id=room_id, user_id=target)
+
+    rooms.observers.append(_RoleWatch())
 
     # -- moderate_join / moderate_leave / moderating --------------------------------------
     def require_room(room_id: str) -> Any:
