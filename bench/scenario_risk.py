@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import statistics
-from typing import Any, Dict, List
+import sys
+from pathlib import Path
+from typing import Any, Dict, List, Optional
 
 from bench.procs import ServerProc
 from bench.seed import seed_accounts
@@ -65,6 +67,7 @@ async def scenario_risk(ctx: Any) -> Dict[str, Any]:
             await driver.call("sync", group="receivers")
             setups[mode].update(room=room, alone=alone)
             ctx.say(f"  risk {mode}: server up, {n} receivers live")
+        profile: Optional[Dict[str, float]] = None
         results: Dict[str, Dict[str, List[float]]] = {
             m: {"deliveries": [], "sends": [], "deliveries_per_cpu_s": [], "sends_per_cpu_s": []} for m in setups}
         for round_no in range(sz["rounds"]):
@@ -91,6 +94,7 @@ async def scenario_risk(ctx: Any) -> Dict[str, Any]:
                     results[mode]["sends_per_cpu_s"].append((a["msgs_per_s"] or 0.0) * 100 / a["server_cpu_pct"])
                 ctx.say(f"  {r['label']}: {r['deliveries_per_s']} deliveries/s; "
                         f"acked sends {a['msgs_per_s']} msg/s (server CPU {r['server_cpu_pct']}%)")
+        profile = await _risk_share(ctx, setups["on"], n, sz)
     finally:
         for s in setups.values():
             await s["driver"].stop()
@@ -103,5 +107,38 @@ async def scenario_risk(ctx: Any) -> Dict[str, Any]:
     cost = {k: (round(1 - v, 3) if v is not None else None) for k, v in ratio.items()}
     ctx.say(f"  risk detection on/off: deliveries {ratio['deliveries']}, acked sends {ratio['sends']}; "
             f"per server CPU-second: deliveries {ratio['deliveries_per_cpu_s']}, sends {ratio['sends_per_cpu_s']}")
+    if profile is not None:
+        ctx.say(f"  share of the server's samples in risk code (py-spy): {profile}")
     return {"steps": steps, "medians": medians, "ratio_on_off": ratio, "cost": cost,
+            "risk_share_of_server_samples": profile,
             "target_met": bool(ratio["deliveries"] is not None and ratio["deliveries"] >= 0.9)}
+
+
+async def _risk_share(ctx: Any, setup: Dict[str, Any], n: int, sz: Dict[str, Any]) -> Optional[Dict[str, float]]:
+    """Where py-spy is installed: the share of the "on" server's samples spent in risk code
+    during one more step of each kind. It does not depend on what else the machine runs."""
+    spy = Path(sys.executable).with_name("py-spy")
+    if not spy.exists() or ctx.profile == "smoke":
+        return None
+    out: Dict[str, float] = {}
+    for kind, room, receivers, window in (("deliveries", setup["room"], n, sz["window"]),
+                                          ("sends", setup["alone"], 0, sz["send_window"])):
+        raw = ctx.work_dir / f"risk-spy-{kind}.txt"
+        proc = await asyncio.create_subprocess_exec(
+            str(spy), "record", "--format", "raw", "--rate", "200", "-d", str(int(sz["step_s"] * 3)),
+            "-o", str(raw), "--pid", str(setup["server"].pid),
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+        await setup["driver"].call("latency", senders="sender", rooms=[room], receivers=receivers, rate=None,
+                                   window=window, duration_s=sz["step_s"] * 3, warmup_s=0.5, grace_s=15.0,
+                                   pad_text=CLEAN_TEXT)
+        await proc.wait()
+        total = risky = 0
+        if raw.exists():
+            for line in raw.read_text().splitlines():
+                stack, _, count = line.rpartition(" ")
+                if count.isdigit():
+                    total += int(count)
+                    risky += int(count) if "risk.py" in stack else 0
+        if total:
+            out[kind] = round(100.0 * risky / total, 2)
+    return out or None
