@@ -82,6 +82,8 @@ class RoomService:
         """Rewrite or drop events per viewer in history and replay (hidden posts)."""
         self.hold_handler: Optional[Callable[[SendContext], Any]] = None
         """``async handler(ctx) -> reply dict``: stores an event an observer held for review."""
+        self.replay_extra: Callable[[str], Any] = lambda user_id: ()
+        """Rooms a user is not joined to whose events a resume replays too (staff observing)."""
         self.register_event_type(MessageType(self))
 
     def register_event_type(self, event_type: EventType) -> None:
@@ -385,9 +387,12 @@ class RoomService:
     async def replay(self, user_id: str, since: int, upto: int, emit: Callable[[Dict[str, Any]], None],
                      page: int = 500) -> None:
         """Emit, in order, every event with since < pos <= upto that the user may see."""
-        joined = sorted(self._joined.get(user_id, ()))
+        extra = set(self.replay_extra(user_id))
+        joined = sorted(self._joined.get(user_id, set()) | extra)
         singles = []
         for room_id in self._other_membership.get(user_id, ()):
+            if room_id in extra:
+                continue  # replayed in full below
             pos = self._member_pos.get((room_id, user_id), 0)
             if since < pos <= upto:
                 singles.append((pos, room_id))

@@ -335,3 +335,26 @@ def test_losing_the_staff_role_ends_an_observation(shared, run):
         await _close(w)
 
     run(scenario(), timeout_s=60)
+
+
+def test_an_observer_resumes_without_a_gap(shared, run):
+    async def scenario():
+        from clients.client import SharonClient
+        from tests.helpers import PASSWORD
+        w = await _world(shared)
+        alice, mod = w["alice"], w["mod"]
+        room = (await alice.request("create_room", kind="chat", name="R", public=False,
+                                    service_id=w["service"]))["room_id"]
+        await mod.request("moderate_join", room_id=room)
+        since = (await mod.sync())["pos"]
+        await mod.close()
+        await alice.send(room, "while the moderator was away")
+        back = await SharonClient.connect(shared.ws_url)
+        await back.login(mod.pseudonym, PASSWORD)
+        await back.sync(since=since)
+        [missed] = await messages_until(back, 1)
+        assert missed["content"]["body"] == "while the moderator was away" and missed["room_id"] == room
+        await back.close()
+        await _close(w)
+
+    run(scenario(), timeout_s=60)

@@ -143,6 +143,7 @@ def install(ctx: Any) -> None:
     ctx.extras["staff"] = staff
     rooms.read_guards.append(staff.may_read)
     hub.observed_rooms = staff.observed
+    rooms.replay_extra = staff.observed  # a resume replays observed rooms too
 
     async def audit(actor: str, action: str, **fields: Any) -> None:
         if ctx.audit is not None:
