@@ -358,3 +358,11 @@ def test_an_observer_resumes_without_a_gap(shared, run):
         await _close(w)
 
     run(scenario(), timeout_s=60)
+
+
+def test_the_chat_room_list_keeps_the_notice():
+    from clients.cli.chat_widgets import RoomInfo
+    info = RoomInfo.from_summary({"room_id": "!r", "name": "R", "kind": "chat", "membership": "join",
+                                  "moderation_notice": "This space is moderated by the X team."})
+    assert info.notice == "This space is moderated by the X team."
+    assert RoomInfo.from_summary({"room_id": "!r", "kind": "chat", "membership": "join"}).notice is None

@@ -190,6 +190,8 @@ class ChatApp(App):
         self._highlight_current()
         title = f"{info.name} \u2014 {info.topic}" if info.topic else info.name
         self.query_one("#title", Static).update(f"{title}  ({info.kind}, {info.members} members)")
+        if info.notice:
+            self._set_status(info.notice)  # the moderation notice (#5)
         log = self.log_widget
         if info.membership == "invite":
             await log.reset("You are invited to this room. Type /join to join it.")

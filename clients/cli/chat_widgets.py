@@ -28,6 +28,8 @@ class RoomInfo:
     members: int = 0
     topic: Optional[str] = None
     unread: int = 0
+    notice: Optional[str] = None
+    """The room's moderation notice (#5), shown when the room is opened."""
 
     @classmethod
     def from_summary(cls, summary: Dict[str, Any]) -> "RoomInfo":
@@ -39,6 +41,7 @@ class RoomInfo:
             membership=render.clean(summary.get("membership")),
             members=summary.get("members") if type(summary.get("members")) is int else 0,
             topic=render.clean(summary["topic"]) if summary.get("topic") else None,
+            notice=render.clean(summary["moderation_notice"]) if summary.get("moderation_notice") else None,
         )
 
     def label(self) -> Text:
