@@ -52,8 +52,14 @@ def new_id(prefix: str) -> str:
 class _ModType(EventType):
     """A ``ps.mod.*`` event the server sends when a moderator acts (never a client op)."""
 
-    def __init__(self, etype: str) -> None:
+    def __init__(self, etype: str, services: Any) -> None:
         self.etype = etype
+        self.services = services
+
+    def prepare(self, ctx: SendContext) -> None:
+        """Defence in depth: only staff of the room's service ever send one."""
+        if not self.services.is_staff(self.services.service_of(ctx.room_id), ctx.session.user_id):
+            raise Forbidden("only moderators send moderation events")
 
 
 class Moderation(Marks):
@@ -388,7 +394,7 @@ def install(ctx: Any) -> None:
     mod = Moderation(ctx)
     ctx.extras["moderation"] = mod
     for etype in P.MOD_TYPES:
-        ctx.rooms.register_event_type(_ModType(etype))
+        ctx.rooms.register_event_type(_ModType(etype, ctx.services))
     ctx.rooms.observers.append(_Observer(mod))
     ctx.rooms.hold_handler = mod.hold
     ctx.rooms.event_filters.insert(0, mod.event_filter)  # first: later filters (member CW prefs) see the marks
