@@ -254,3 +254,38 @@ def test_observation_and_unmask_on_postgresql_survive_a_restart(pg_server, run):
         await admin.close()
 
     run(after(), timeout_s=60)
+
+
+def test_audit_query_pages_and_filters(shared, run):
+    async def scenario():
+        w = await _world(shared, seed=16)
+        admin, mod, clin, alice = w["admin"], w["mod"], w["clin"], w["alice"]
+        rid = (await mod.request("unmask_request", service_id=w["service"], user_id=alice.user_id,
+                                 reason_code="safeguarding", reason="r"))["request_id"]
+        approved = await clin.request("unmask_approve", request_id=rid)
+        await mod.request("unmask_view", request_id=rid)
+        everything = (await admin.request("audit_query", limit=1000))["entries"]
+        seqs = [e["seq"] for e in everything]
+        assert seqs == sorted(seqs, reverse=True) and len(seqs) >= 5
+        paged, before = [], None
+        while True:
+            page = await admin.request("audit_query", limit=2, **({"before": before} if before else {}))
+            paged.extend(e["seq"] for e in page["entries"])
+            before = page["next"]
+            if before is None:
+                break
+        assert paged[:len(seqs)] == seqs
+        mine = (await admin.request("audit_query", member=alice.user_id, action="unmask.approve"))["entries"]
+        assert [(e["actor"], e["details"]["request_id"]) for e in mine] == [(clin.user_id, rid)]
+        at = mine[0]["ts"]
+        assert at >= approved["decided_ts"]
+        window = (await admin.request("audit_query", actor=clin.user_id, since_ts=at, until_ts=at + 1))["entries"]
+        assert [e["action"] for e in window] == ["unmask.approve"]
+        assert (await admin.request("audit_query", actor=clin.user_id, since_ts=at + 1,
+                                    until_ts=at + 1))["entries"] == []
+        with pytest.raises(BadField) as exc:
+            await admin.request("audit_query", since_ts=10, until_ts=5)
+        assert exc.value.field == "until_ts"
+        await _close(w)
+
+    run(scenario(), timeout_s=60)
