@@ -69,6 +69,9 @@ class Social:
         self.unread: Dict[str, int] = {}
         self._by_key: Dict[str, str] = {}
         self._indexed = -1
+        extras = getattr(ctx, "extras", None)
+        self.notify_filters: List[Any] = extras.setdefault("notify_filters", []) if extras is not None else []
+        """``f(row, texts) -> None | "quiet" | "drop"`` (added by later features: member controls)."""
 
     # -- start-up ----------------------------------------------------------------------
     async def load(self) -> None:
@@ -245,7 +248,7 @@ class _SocialObserver(EventType):
             seen.add(user_id)
             rows.append({"user_id": user_id, "pos": pos, "reason": reason, "room_id": ctx.room_id,
                          "event_id": event_id, "actor": sender, "ts": ts, "is_read": False})
-        filters = self.s.ctx.extras.get("notify_filters")
+        filters = self.s.notify_filters
         if rows and filters:  # member controls: blocks, mute words, breaks
             rows = _filter_notifications(filters, rows, texts or [], ctx.scratch)
         if rows:
