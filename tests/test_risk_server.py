@@ -74,6 +74,10 @@ def test_risky_messages_are_flagged_and_clean_ones_are_not(risk_server, run):
         assert [x["event_id"] for x in only_alice] == [numbers["event_id"]]
         assert (await clin.request("risk_flags", service_id=service, user_id=bob.user_id))["flags"] == []
 
+        # the member card staff open shows the member's recent flags
+        card = await clin.request("member_card", service_id=service, user_id=alice.user_id)
+        assert [f["event_id"] for f in card["recent_flags"]] == [numbers["event_id"], risky["event_id"]]
+
         # members cannot read flags or probe the lexicon
         for op, fields in (("risk_flags", {}), ("risk_assess", {"text": "want to die"})):
             with pytest.raises(Forbidden):
