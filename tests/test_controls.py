@@ -4,6 +4,8 @@ preferences and taking a break."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from protocol.errors import BadField, CannotBlockStaff, Forbidden, MissingField, NotFound
@@ -82,6 +84,22 @@ def test_block_hides_a_member_everywhere_and_they_are_not_told(ctl_server, run):
         # history: bob's message is left out for alice only
         assert f"@{alice.pseudonym} from bob" not in _bodies(await all_history(alice, room))
         assert f"@{alice.pseudonym} from bob" in _bodies(await all_history(carol, room))
+        # resume replay: another device of alice's catching up from the start skips it too
+        from clients.client import SharonClient
+        from tests.helpers import PASSWORD
+        device = await SharonClient.connect(ctl_server.ws_url)
+        await device.login(alice.pseudonym, PASSWORD)
+        await device.sync(since=0)  # replayed events are pushed before the reply
+        replayed = []
+        await device.ping()
+        while True:
+            try:
+                replayed.append(await device.next_event(timeout_s=0.2))
+            except (TimeoutError, asyncio.TimeoutError):
+                break
+        assert f"@{alice.pseudonym} from carol" in _bodies(replayed)
+        assert f"@{alice.pseudonym} from bob" not in _bodies(replayed)
+        await device.close()
 
         # DMs: bob cannot bring alice back into their old DM (the refusal does not say why),
         # nor can alice open one with bob while she blocks him; other DMs are unaffected
