@@ -145,7 +145,6 @@ _IN_WORD_SEP = re.compile(rf"{_SEPS}(?<=[a-z]{_SEPS}){_SEPS}*(?=[a-z])")
 _SPACED_LETTERS = re.compile(r"(?<![a-z0-9])(?:[a-z] ){2,}[a-z](?![a-z0-9])")
 _REPEATS = re.compile(r"([a-z])\1+")
 _NON_ALNUM = re.compile(r"[^a-z0-9]+")
-_SPACES = re.compile(r"\s+")
 
 
 def _join_spaced(m: "re.Match[str]") -> str:
@@ -325,16 +324,16 @@ def _trie_regex(words: Iterable[str]) -> str:
             node = node.setdefault(ch, {})
         node[""] = True
 
-    def emit(node: Dict[str, Any], prev: str = "") -> str:
+    def emit(node: Dict[str, Any]) -> str:
         end = "" in node
         branches = []
         for ch in sorted(k for k in node if k != ""):
             if ch != " ":
                 # a letter may be repeated in the text ("kiiill"); the space between two
                 # words may be absent ("selfharm") or several
-                branches.append(re.escape(ch) + "+" + emit(node[ch], ch))
+                branches.append(re.escape(ch) + "+" + emit(node[ch]))
             else:
-                branches.append(" *" + emit(node[ch], ch))
+                branches.append(" *" + emit(node[ch]))
         if not branches:
             return ""
         body = branches[0] if len(branches) == 1 else "(?:" + "|".join(branches) + ")"

@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import re
 import time
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List
 
 from clients.cli import render
 from clients.cli.main import authed, out, print_json

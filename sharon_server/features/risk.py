@@ -29,7 +29,7 @@ import json
 import tomllib
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Set, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Set
 
 import sqlalchemy as sa
 from twisted.logger import Logger
