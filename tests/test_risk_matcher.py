@@ -204,3 +204,39 @@ def test_service_extra_terms_apply_per_service():
     assert det.assess("back in the dark place", {"service_id": "!a", "lexicon_extra": extra}).score == 0.6
     assert det.assess("back in the dark place", {"service_id": "!b", "lexicon_extra": []}) is None
     assert isinstance(det, R.Detector)
+
+
+def test_plug_in_detectors_are_enabled_per_service_and_a_broken_one_is_skipped():
+    from types import SimpleNamespace
+
+    from protocol.spaces import DEFAULT_SETTINGS
+    from sharon_server.features.risk import RiskService
+
+    settings = {"!on": dict(DEFAULT_SETTINGS, risk_detectors=["lexicon", "caps", "broken"]),
+                "!off": dict(DEFAULT_SETTINGS, risk_detectors=[])}
+    ctx = SimpleNamespace(services=SimpleNamespace(settings=lambda s: settings.get(s, DEFAULT_SETTINGS)),
+                          extras={})
+    risk = RiskService(ctx, MATCHER)
+
+    class Caps:
+        name = "caps"
+
+        def assess(self, text, context):
+            assert context["service_id"] == "!on" and context["sender"] == "@a:x"
+            return R.Assessment(0.2, "abuse", (R.Hit("all caps", "abuse", 0.2),), self.name) if text.isupper() else None
+
+    class Broken:
+        name = "broken"
+
+        def assess(self, text, context):
+            raise RuntimeError("model not loaded")
+
+    risk.register_detector(Caps())
+    risk.register_detector(Broken())
+    with pytest.raises(TypeError):
+        risk.register_detector(object())
+    found = risk.assess("I WANT TO DIE", "!on", {"sender": "@a:x"})
+    assert found.detector == "caps+lexicon" and found.category == "suicide"
+    assert found.score == pytest.approx(1 - 0.3 * 0.8, abs=1e-3)
+    assert risk.assess("I WANT TO DIE", "!off") is None  # detection switched off for that service
+    assert risk.assess("I want to die", None).detector == "lexicon"  # rooms outside services: defaults
