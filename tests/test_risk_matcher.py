@@ -81,13 +81,17 @@ def obfuscate(draw, phrase: str) -> str:
         if ch == " ":
             out.append(draw(st.sampled_from([" ", "  ", "-", " . ", "_", ""])))
             continue
-        choice = draw(st.integers(0, 5))
+        choice = draw(st.integers(0, 6))
         if choice == 1:
             ch = ch.upper()
         elif choice == 2 and ch in LEET:
             ch = LEET[ch]
         elif choice == 3:
             ch = ch * draw(st.integers(2, 5))
+        elif choice == 4:
+            ch = chr(ord(ch) + 0xFEE0)  # full-width form (NFKC folds it back)
+        elif choice == 5 and ch in "aeiou":
+            ch = ch + "\u0301"  # a combining accent
         out.append(ch)
     return "".join(out)
 
