@@ -3,8 +3,9 @@
 A Hypothesis ``RuleBasedStateMachine`` drives one real server (module fixture) through
 random sequences of: members registered through clinician invites (each with a distinctive
 generated identity, which goes only to the vault), rooms in the service (chat and forum),
-joins, posts with mentions, DMs, searches, notification reads, history pages, a moderator
-observing rooms, member cards, and unmask requests, approvals, refusals and views.
+joins, posts with mentions, DMs, searches, notification reads, history pages, reports (the
+triage queue and its alerts), blocks, staff going on duty, a moderator observing rooms,
+member cards, and unmask requests, approvals, refusals and views.
 
 Every frame each connection receives (replies and pushes, captured below the client) is
 recorded. After every step:
@@ -197,6 +198,29 @@ class PrivacyMachine(RuleBasedStateMachine):
     def history(self, who: int, which: int) -> None:
         self.run(self.members[who % len(self.members)].call("history", room_id=self.rooms[which % len(self.rooms)]))
 
+    @precondition(lambda self: len(self.members) >= 2 and self.rooms)
+    @rule(who=st.integers(0, 4), whom=st.integers(0, 4), which=st.integers(0, 3),
+          category=st.sampled_from(["abuse", "identifying", "risk_to_self"]))
+    def report(self, who: int, whom: int, which: int, category: str) -> None:
+        """Reports go to the triage queue: staff frames (alerts, queue pages) are checked too."""
+        member = self.members[who % len(self.members)]
+        target = self.members[whom % len(self.members)].client.user_id
+        self.run(member.call("report", room_id=self.rooms[which % len(self.rooms)], user_id=target,
+                             category=category, note="please look"))
+
+    @rule(clinician=st.booleans(), on=st.booleans())
+    def staff_duty_and_queue(self, clinician: bool, on: bool) -> None:
+        staff = self.heron if clinician else self.owl
+        self.run(staff.call("duty", service_id=self.world.service, on=on))
+        self.run(staff.call("queue", service_id=self.world.service))
+
+    @precondition(lambda self: len(self.members) >= 2)
+    @rule(a=st.integers(0, 4), b=st.integers(0, 4))
+    def block(self, a: int, b: int) -> None:
+        me, other = self.members[a % len(self.members)], self.members[b % len(self.members)]
+        if me is not other:
+            self.run(me.call("block", user_id=other.client.user_id))
+
     @precondition(lambda self: self.rooms)
     @rule(which=st.integers(0, 3))
     def moderator_observes(self, which: int) -> None:
@@ -222,7 +246,7 @@ class PrivacyMachine(RuleBasedStateMachine):
         assert self.run(member.call("member_card", service_id=self.world.service, user_id=target)) is None
 
     @precondition(lambda self: self.members)
-    @rule(who=st.integers(0, 4), decision=st.sampled_from(["wait", "approve", "refuse"]))
+    @rule(who=st.integers(0, 4), decision=st.sampled_from(["wait", "approve", "refuse", "approve_and_view"]))
     def unmask_request(self, who: int, decision: str) -> None:
         target = self.members[who % len(self.members)].client.user_id
         asked = self.run(self.owl.call("unmask_request", service_id=self.world.service, user_id=target,
@@ -230,7 +254,9 @@ class PrivacyMachine(RuleBasedStateMachine):
         assert asked is not None and asked["status"] == "pending"
         self.requests.append(asked["request_id"])
         if decision != "wait":
-            self.unmask_decide(len(self.requests) - 1, decision == "approve")
+            self.unmask_decide(len(self.requests) - 1, decision.startswith("approve"))
+        if decision == "approve_and_view":
+            self.unmask_view(0, True)
 
     @precondition(lambda self: self.requests)
     @rule(which=st.integers(0, 9), approve=st.booleans())
@@ -296,7 +322,7 @@ def test_no_identity_reaches_members_and_staff_only_through_audited_unmasks(worl
     PrivacyMachine.world = world
     PrivacyMachine.run = staticmethod(lambda coro: run(coro, timeout_s=60))
     run_state_machine_as_test(PrivacyMachine, settings=settings(
-        max_examples=8, stateful_step_count=30, deadline=None, derandomize=True, database=None,
+        max_examples=15, stateful_step_count=30, deadline=None, derandomize=True, database=None,
         suppress_health_check=list(HealthCheck)))
     # the run exercised the paths the property is about (derandomized: the same every run)
     assert _totals["members"] > 0 and _totals["views"] > 0, _totals
