@@ -205,6 +205,9 @@ def register(mod: Any) -> None:
         lifted = False
         if req.outcome == "overturned" and row["lifted_ts"] is None:
             lifted = await lift(row, session.user_id, "appeal overturned: " + req.reason)
+        # the appeal's triage item (ref = appeal_id) closes with the decision, as a held post's does
+        await mod.resolve_triage(a["service_id"], a["appeal_id"],
+                                 "action_taken" if req.outcome == "overturned" else "no_action", session.user_id)
         await mod.tell(a["user_id"], {"op": "appeal_decided", "appeal_id": a["appeal_id"],
                                 "sanction_id": a["sanction_id"], "outcome": req.outcome, "reason": req.reason,
                                 "notice": P.appeal_notice(req.outcome, req.reason)})
