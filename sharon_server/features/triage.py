@@ -604,6 +604,22 @@ def install(ctx: Any) -> None:
             return "out of hours: held until a moderator has looked at it"
         return None
 
+    def card_section(service_id: str, user_id: str) -> Dict[str, Any]:
+        """Member-card section (staff; from memory, no I/O): the open queue items about the
+        member in this service, newest first (at most 10), without reporters or notes. Staff
+        members' cards get none, so a reported colleague cannot learn of it from their own card."""
+        if services.is_staff(service_id, user_id):
+            return {}
+        open_here = (t.items.get(x) for x in t.per_service.get(service_id, ()))
+        mine = sorted((i for i in open_here if i is not None and i.subject_user == user_id),
+                      key=lambda i: (-i.created_ts, i.item_id))
+        return {"open_items": len(mine),
+                "queue": [{"item_id": i.item_id, "kinds": list(i.kinds), "category": i.category,
+                           "risk_score": i.risk_score, "report_count": len(i.reporters), "status": i.status,
+                           "created_ts": i.created_ts, "hidden": i.hidden} for i in mine[:10]]}
+
+    ctx.extras.setdefault("member_card_sections", []).append(card_section)
+
     moderation = ctx.extras.get("moderation")
     rules = getattr(moderation, "hold_rules", None) if moderation is not None else None
     if rules is None and isinstance(moderation, dict):
