@@ -120,11 +120,15 @@ class Social:
 
     def push(self, rows: List[Dict[str, Any]], quiet: Any = ()) -> None:
         """Count the new notifications as unread and push them to live connections
-        (except to the users in ``quiet``: stored and counted, not pushed)."""
+        (except to the users in ``quiet``, or whom a notification filter quiets, e.g. a
+        member on a break: stored and counted, not pushed)."""
         for row in rows:
             user_id = row["user_id"]
             self.unread[user_id] = self.unread.get(user_id, 0) + 1
-            conns = self.hub.user_conns.get(user_id) if user_id not in quiet else None
+            if user_id in quiet or (self.notify_filters and any(
+                    f(row, []) == "quiet" for f in self.notify_filters)):  # e.g. on a break
+                continue
+            conns = self.hub.user_conns.get(user_id)
             if not conns:
                 continue
             frame = P.notification_frame(dict(self.notification(row), unread=self.unread[user_id]))
