@@ -93,3 +93,103 @@ def test_concurrent_token_lookups_share_queries_and_each_gets_its_own_device(bac
         await db.close()
 
     backend.run(go())
+
+
+class _Sub:
+    """A hub subscriber that records what each delivery call carried."""
+
+    def __init__(self, user_id):
+        from protocol.frames import JSON_CODEC
+
+        self.user_id = user_id
+        self.codec = JSON_CODEC
+        self.replaying = False
+        self.calls = []
+
+    def deliver_prepared(self, prepared):
+        self.calls.append([prepared])
+
+    def deliver_frames(self, frames):
+        self.calls.append(list(frames))
+
+
+def _pumped(chunk, events, subs):
+    """Publish ``events`` (dicts) to one room with ``subs`` and run the pump to the end."""
+    import asyncio
+    import json
+
+    from sharon_server.hub import Hub
+
+    async def go():
+        hub = Hub(lambda payload, binary: json.loads(payload)["event"]["pos"], chunk)
+        for s in subs:
+            hub.add_connection(s, s.user_id, ["!r:x"])
+        for e in events:
+            hub.publish(e["pos"], "!r:x", e)
+        while hub._pumping:  # noqa: SLF001 - the pump's own flag
+            await asyncio.sleep(0)
+        return hub
+
+    return asyncio.run(go())
+
+
+def test_hub_writes_each_connection_once_per_turn_in_stream_order():
+    subs = [_Sub("@a:x"), _Sub("@b:x")]
+    events = [{"pos": p, "type": "m.room.message", "content": {}} for p in (1, 2, 3)]
+    hub = _pumped(100, events, subs)
+    for s in subs:
+        assert s.calls == [[1, 2, 3]]  # the whole committed burst in one write
+    assert hub.frames_out == 6 and hub.delivered_pos == 3
+
+
+def test_hub_small_turns_keep_order_across_turns():
+    subs = [_Sub(f"@u{i}:x") for i in range(3)]
+    events = [{"pos": p, "type": "m.room.message", "content": {}} for p in range(1, 6)]
+    _pumped(2, events, subs)  # 15 frames, two per turn
+    for s in subs:
+        assert [f for call in s.calls for f in call] == [1, 2, 3, 4, 5]
+        assert all(len(call) <= 2 for call in s.calls)
+
+
+class _FakeSocket:
+    def __init__(self, takes):
+        self.takes = takes
+        self.sent = []
+
+    def send(self, data):
+        if isinstance(self.takes, BaseException):
+            raise self.takes
+        self.sent.append(bytes(data[: self.takes]))
+        return min(self.takes, len(data))
+
+
+def _transport(sock, buffered=0):
+    from twisted.internet.tcp import Server
+
+    t = object.__new__(Server)  # only the attributes write_now reads
+    t.connected, t.disconnecting, t._writeDisconnected = 1, False, False
+    t._tempDataLen, t.dataBuffer, t.offset = buffered, b"", 0
+    t.socket = sock
+    t.written = []
+    t.write = t.written.append
+    return t
+
+
+def test_write_now_sends_directly_and_buffers_only_the_rest():
+    from sharon_server.ws import write_now
+
+    t = _transport(_FakeSocket(100))
+    write_now(t, b"abc")
+    assert t.socket.sent == [b"abc"] and t.written == []
+    t = _transport(_FakeSocket(2))  # a partial send: the rest goes to Twisted, in order
+    write_now(t, b"abcdef")
+    assert t.socket.sent == [b"ab"] and t.written == [b"cdef"]
+    t = _transport(_FakeSocket(BlockingIOError()))
+    write_now(t, b"abc")
+    assert t.written == [b"abc"]
+    t = _transport(_FakeSocket(ConnectionResetError()))
+    write_now(t, b"abc")
+    assert t.written == [b"abc"]  # Twisted's own path meets the error and closes
+    t = _transport(_FakeSocket(100), buffered=5)  # bytes already waiting: never jump the queue
+    write_now(t, b"abc")
+    assert t.socket.sent == [] and t.written == [b"abc"]
