@@ -157,6 +157,12 @@ def _upgrade_to_head(sync_conn: Any) -> None:
     command.upgrade(cfg, "head")
 
 
+# Every engine is made with ``hide_parameters=True``: a failed statement's exception (logged
+# with its traceback by ``ws.handler_failed`` and the features' ``log.failure`` calls) must
+# not carry the bound values, which include message bodies, held posts, report notes and
+# pseudonyms (the privacy rule: no bodies or identity in log lines).
+
+
 def _open_sqlite(u: URL) -> Database:
     if u.drivername == "sqlite":
         u = u.set(drivername="sqlite+aiosqlite")
@@ -165,11 +171,12 @@ def _open_sqlite(u: URL) -> Database:
     path = u.database or ""
     if path in ("", ":memory:") or u.query.get("mode") == "memory":
         # One shared connection: a memory database exists only inside its connection.
-        engine = create_async_engine(u, poolclass=StaticPool)
+        engine = create_async_engine(u, poolclass=StaticPool, hide_parameters=True)
         _listen_sqlite(engine, writer=True)
         return Database(engine, engine, "sqlite")
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    writer = create_async_engine(u, poolclass=AsyncAdaptedQueuePool, pool_size=1, max_overflow=0, pool_timeout=60)
+    writer = create_async_engine(u, poolclass=AsyncAdaptedQueuePool, pool_size=1, max_overflow=0, pool_timeout=60,
+                                 hide_parameters=True)
     _listen_sqlite(writer, writer=True)
     reader = create_async_engine(
         u,
@@ -178,6 +185,7 @@ def _open_sqlite(u: URL) -> Database:
         max_overflow=0,
         isolation_level="AUTOCOMMIT",
         pool_reset_on_return=None,  # autocommit + query_only: nothing to roll back
+        hide_parameters=True,
     )
     _listen_sqlite(reader, writer=False)
     return Database(writer, reader, "sqlite")
@@ -215,7 +223,8 @@ async def _open_postgresql(u: URL, schema: Optional[str]) -> Database:
         quoted = '"' + schema + '"'
         connect_args["server_settings"] = {"search_path": quoted}
     engine = create_async_engine(
-        u, pool_size=PG_POOL_SIZE, max_overflow=PG_MAX_OVERFLOW, pool_recycle=3600, connect_args=connect_args
+        u, pool_size=PG_POOL_SIZE, max_overflow=PG_MAX_OVERFLOW, pool_recycle=3600, connect_args=connect_args,
+        hide_parameters=True,
     )
     try:
         if quoted is not None:
