@@ -31,6 +31,7 @@ from protocol.spaces import DEFAULT_SETTINGS, register_setting
 
 __all__ = [
     "REPORT_CATEGORIES", "CATEGORIES", "SEVERITY", "HIGH_RISK", "KINDS", "OUTCOMES", "OUTCOME_WORDS",
+    "outcome_words",
     "DEFAULT_RESPONSE_TARGETS", "DEFAULT_SIGNPOSTING", "FALLBACK_ROLES", "MAX_NOTE_CHARS",
     "normalise_category", "score_milli", "due_ts", "countdown_ms", "is_overdue", "queue_key",
     "rank", "is_high_risk", "scheduled_now", "minute_of_week",
@@ -73,6 +74,12 @@ OUTCOME_WORDS: Dict[str, str] = {
     "answered": "Thank you for your report. It has been dealt with.",
 }
 """What the reporter is told when the case closes: kind, plain words, nothing about who."""
+
+
+def outcome_words(outcome: str) -> str:
+    """The reporter's message for ``outcome`` (other features may close items with their own
+    outcome names, e.g. an appeal's: those get the general words)."""
+    return OUTCOME_WORDS.get(outcome, OUTCOME_WORDS["answered"])
 
 DEFAULT_RESPONSE_TARGETS: Dict[str, int] = {
     "risk_to_self": 15 * 60_000, "risk_to_others": 15 * 60_000, "abuse": 3_600_000,

@@ -69,6 +69,9 @@ def test_a_risky_post_at_3am_is_held_signposted_and_alerted(oserver, run):
         # a calm post at 3 a.m. goes straight up
         calm = await author.request("send", room_id=room, txn_id="late-2", body="thanks, I will call someone")
         assert "event_id" in calm and not calm.get("held")
+        # the moderator's decision on the held post closes its queue item
+        await mod.request("held_reject", held_id=reply["held_id"], reason="we have messaged you privately")
+        assert (await mod.request("queue", service_id=t.service_id))["items"] == []
         await t.close()
 
     run(scenario(), 60)

@@ -456,6 +456,9 @@ def test_an_appeal_against_a_sanction_is_a_queue_item(tserver, run):
         assert [(i["kinds"], i["category"], i["subject_user"], i["ref"]) for i in items] == \
             [(["appeal"], "appeal", member.user_id, appeal["appeal_id"])]
         assert items[0]["due_ts"] - items[0]["created_ts"] == P.DEFAULT_RESPONSE_TARGETS["appeal"]
+        await t.admin.request("appeal_decide", appeal_id=appeal["appeal_id"], outcome="overturned",
+                              reason="it was a quote")  # the decision closes the item
+        assert (await t.admin.request("queue", service_id=t.service_id))["items"] == []
         await t.close()
 
     run(scenario(), 60)

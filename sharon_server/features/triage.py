@@ -439,7 +439,7 @@ class Triage:
         for reporter, report in item.reporters.items():
             self.open_reports[reporter] = max(0, self.open_reports.get(reporter, 1) - 1)
             frame = {"op": "report_outcome", "report_id": report["report_id"], "category": report["category"],
-                     "outcome": outcome, "message": P.OUTCOME_WORDS[outcome], "ts": now}
+                     "outcome": outcome, "message": P.outcome_words(outcome), "ts": now}
             self.push([reporter], frame)
             await self._notify(reporter, frame)
         log.info("triage.resolved", service_id=item.service_id, item_id=item.item_id, outcome=outcome,
@@ -453,7 +453,7 @@ class Triage:
         item = self.items.get(self.by_target.get((service_id, _target(None, ref, None, None)), ""))
         if item is None:
             return False
-        await self.resolve(item, outcome if outcome in P.OUTCOMES else "action_taken", by, note)
+        await self.resolve(item, str(outcome)[:64] or "action_taken", by, note)
         return True
 
     async def _notify(self, user_id: str, frame: Dict[str, Any]) -> None:
@@ -744,7 +744,7 @@ def install(ctx: Any) -> None:
             out = [{"report_id": r.report_id, "room_id": r.room_id, "event_id": r.event_id, "user_id": r.user_id,
                     "category": r.category, "created_ts": r.created_ts,
                     "status": "closed" if r.outcome else "open", "outcome": r.outcome,
-                    "message": P.OUTCOME_WORDS.get(r.outcome) if r.outcome else None} for r in rows]
+                    "message": P.outcome_words(r.outcome) if r.outcome else None} for r in rows]
         return {"reports": out}
 
     # -- the queue -------------------------------------------------------------------------------
