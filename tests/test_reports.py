@@ -75,6 +75,9 @@ def test_a_report_reaches_staff_and_the_reporter_learns_the_outcome_anonymously(
         mine = (await reporter.request("my_reports"))["reports"]
         assert [(r["status"], r["outcome"], r["message"]) for r in mine] == \
             [("closed", "action_taken", P.OUTCOME_WORDS["action_taken"])]
+        notes = (await reporter.request("notifications"))["notifications"]  # also in the feed
+        assert [(n["reason"], n["notice"]["report_id"], n["notice"]["outcome"]) for n in notes] == \
+            [("report_outcome", made["report_id"], "action_taken")]
 
         # the reported member was told nothing that names a reporter, and got no report frames
         seen = await _everything_seen_by(author)
