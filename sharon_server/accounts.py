@@ -21,12 +21,13 @@ from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatc
 
 from protocol.b64 import encode_b64url
 from protocol.errors import (
-    BadCredentials, InvalidPseudonym, InviteCodeInvalid, PseudonymRejected, UnknownToken, WeakPassword,
+    BadCredentials, InvalidPseudonym, InviteCodeInvalid, PseudonymRejected, PseudonymTaken, UnknownToken,
+    WeakPassword,
 )
 from protocol.ids import UserID
 
 __all__ = ["Session", "AccountService", "normalise_pseudonym", "PseudonymScreen", "BUILTIN_BLOCKLIST",
-           "read_blocklist"]
+           "read_blocklist", "pseudonym_skeleton"]
 
 _PSEUDONYM_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{2,31}$")
 _BASE32 = "abcdefghijklmnopqrstuvwxyz234567"
@@ -104,6 +105,38 @@ and leet digits (``adm1n``, ``m.o.d.e.r.a.t.o.r``)."""
 def _skeleton(text: str) -> str:
     """Case-folded, leet digits mapped to letters, separators removed."""
     return _SEPARATORS.sub("", text.casefold().translate(_LEET))
+
+
+_CONFUSABLES = str.maketrans({
+    # Cyrillic and Greek letters that look like Latin ones (lower case: applied after casefold).
+    "а": "a", "в": "b", "е": "e", "ё": "e", "к": "k", "м": "m", "н": "h", "о": "o", "р": "p",
+    "с": "c", "т": "t", "у": "y", "х": "x", "ѕ": "s", "і": "i", "ї": "i", "ј": "j", "ԁ": "d",
+    "ӏ": "l", "һ": "h", "ԛ": "q", "ԝ": "w", "ү": "y", "ь": "b", "з": "3", "α": "a", "β": "b",
+    "ε": "e", "η": "n", "ι": "i", "κ": "k", "ν": "v", "ο": "o", "ρ": "p", "τ": "t", "υ": "u",
+    "χ": "x", "ω": "w", "γ": "y", "ı": "i", "ł": "l", "ø": "o", "đ": "d", "ɡ": "g",
+})
+_LOOKALIKE = str.maketrans({"l": "i"})
+"""After leet mapping (``1``, ``|`` and ``!`` read as ``i``): ``l`` and ``i`` look alike too."""
+_DIGRAPHS = (("rn", "m"), ("vv", "w"))
+_SKELETON_LEET = {**_LEET, ord("9"): "q"}
+"""The screening's leet map, but one letter per digit (``6`` and ``9`` do not look alike:
+``sam6`` and ``sam9`` are different people)."""
+
+
+def pseudonym_skeleton(pseudonym: str) -> str:
+    """The pseudonym as it reads at a glance: NFKC, accents dropped, case-folded, look-alike
+    letters of other scripts mapped to Latin, leet digits mapped to letters (the screening's
+    ``_LEET``), ``l``/``i`` merged, ``rn``->``m``, ``vv``->``w``, separators removed.
+
+    Two pseudonyms with the same skeleton are confusable (``alice``, ``A1ice``, ``a.lice``,
+    ``al1ce``, Cyrillic ``аlice``); accounts keep it under a unique index so no one can
+    register a look-alike of a peer's or a moderator's pseudonym."""
+    text = unicodedata.normalize("NFKD", unicodedata.normalize("NFKC", pseudonym))
+    text = "".join(c for c in text if not unicodedata.combining(c)).casefold().translate(_CONFUSABLES)
+    text = _SEPARATORS.sub("", text.translate(_SKELETON_LEET)).translate(_LOOKALIKE)
+    for pair, single in _DIGRAPHS:
+        text = text.replace(pair, single)
+    return text
 
 
 def _words(text: str) -> list:
@@ -218,6 +251,8 @@ class AccountService:
         self._tokens: "OrderedDict[bytes, Session]" = OrderedDict()
         self._token_cache_size = token_cache_size
         self.pseudonyms: Dict[str, str] = {}
+        self.skeletons: Dict[str, str] = {}
+        """``pseudonym_skeleton`` -> user ID of every account (a look-alike is refused at once)."""
         self.on_revoke: List[Callable[[bytes], None]] = []
         self.screen = PseudonymScreen()
         """Pseudonym screening; the invites feature adds ``config.pseudonym_blocklist``."""
@@ -233,6 +268,9 @@ class AccountService:
     async def load(self) -> None:
         """Load every account's pseudonym into memory (peers see pseudonyms on every event)."""
         self.pseudonyms = await self._store.pseudonyms()
+        self.skeletons = {}
+        for user_id, pseudonym in sorted(self.pseudonyms.items()):
+            self.skeletons.setdefault(pseudonym_skeleton(pseudonym), user_id)
 
     def pseudonym_of(self, user_id: str) -> Optional[str]:
         """The current pseudonym of a local user, or None if unknown."""
@@ -252,22 +290,41 @@ class AccountService:
 
     def precheck(self, pseudonym: str, password: str, personal: tuple = ()) -> str:
         """Normalise and screen the pseudonym and check the password; the pseudonym to use."""
-        pseudonym, _ = normalise_pseudonym(pseudonym)
+        pseudonym, key = normalise_pseudonym(pseudonym)
         self.screen.check(pseudonym, personal)
+        self._check_distinct(pseudonym, key)
         _check_password(password)
         return pseudonym
+
+    def _check_distinct(self, pseudonym: str, key: str) -> str:
+        """The pseudonym's skeleton; PseudonymTaken if an account has the same one. The error
+        never names the account it resembles (that would be a pseudonym-existence oracle with
+        a hint); it says whether the name is taken or only too similar to one in use."""
+        skeleton = pseudonym_skeleton(pseudonym)
+        holder = self.skeletons.get(skeleton)
+        if holder is not None:
+            if (self.pseudonyms.get(holder) or "").casefold() == key:
+                raise PseudonymTaken("that pseudonym is in use", "pseudonym")
+            raise PseudonymTaken("that pseudonym is too similar to one already in use (look-alike letters, "
+                                 "digits or separators); choose a more distinct one", "pseudonym")
+        return skeleton
 
     async def create_account(self, pseudonym: str, password: str, device_name: Optional[str],
                              personal: tuple = ()) -> Tuple[Session, str]:
         """Screen, hash and create the account with its first device."""
         pseudonym, key = normalise_pseudonym(pseudonym)
         self.screen.check(pseudonym, personal)
+        self._check_distinct(pseudonym, key)
         _check_password(password)
         loop = asyncio.get_running_loop()
         password_hash = await loop.run_in_executor(None, self._hasher.hash, password)
         user_id = str(UserID.parse(f"@u{_random_chars(_BASE32, 12)}:{self._server_name}"))
-        await self._store.create_account(user_id, pseudonym, key, password_hash, self._now_ms())
+        # Checked again after the hash (another sign-up may have taken a look-alike meanwhile);
+        # the unique index on the skeleton settles a race between two servers' processes.
+        skeleton = self._check_distinct(pseudonym, key)
+        await self._store.create_account(user_id, pseudonym, key, password_hash, self._now_ms(), skeleton)
         self.pseudonyms[user_id] = pseudonym
+        self.skeletons[skeleton] = user_id
         return await self._new_device(user_id, pseudonym, device_name)
 
     async def login(self, pseudonym: str, password: str, device_name: Optional[str]) -> Tuple[Session, str]:

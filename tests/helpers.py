@@ -10,12 +10,13 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from clients.client import SharonClient
 from protocol.errors import PseudonymRejected
-from sharon_server.accounts import PseudonymScreen
+from sharon_server.accounts import PseudonymScreen, pseudonym_skeleton
 
 _SCREEN = PseudonymScreen()
 
 PASSWORD = "correct horse battery"
 _counter = itertools.count(1)
+_SKELETONS: set = set()
 
 
 def fresh_pseudonym(prefix: str = "peer") -> str:
@@ -23,12 +24,18 @@ def fresh_pseudonym(prefix: str = "peer") -> str:
 
     Staff titles ("admin", "mod") are screened out of pseudonyms (docs/protocol.md §8.5), so a
     prefix the screen refuses is disguised ("admin" -> "adxn") rather than failing sign-up."""
-    n = next(_counter)
-    try:
-        _SCREEN.check(f"{prefix}-{n}")
-    except PseudonymRejected:
-        return f"{prefix[:2]}x{prefix[-1:]}-{n}"
-    return f"{prefix}-{n}"
+    while True:
+        n = next(_counter)
+        try:
+            _SCREEN.check(f"{prefix}-{n}")
+            name = f"{prefix}-{n}"
+        except PseudonymRejected:
+            name = f"{prefix[:2]}x{prefix[-1:]}-{n}"
+        # Look-alike pseudonyms are refused (``peer-51`` reads as ``peers-1``): skip those.
+        skeleton = pseudonym_skeleton(name)
+        if skeleton not in _SKELETONS:
+            _SKELETONS.add(skeleton)
+            return name
 
 
 async def user(server: Any, prefix: str = "peer", encoding: str = "msgpack") -> SharonClient:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Dict, Iterable, List, Optional
 
+import attr
 import sqlalchemy as sa
 
 from protocol.errors import PseudonymTaken
@@ -16,8 +17,9 @@ __all__ = ["AccountStore"]
 
 _IN_CHUNK = 500  # user IDs per IN (...) query: well under every backend's bind limit
 
-_ACCOUNT_BY_KEY = sa.select(*accounts.c).where(accounts.c.pseudonym_key == sa.bindparam("key"))
-_ACCOUNT_BY_ID = sa.select(*accounts.c).where(accounts.c.user_id == sa.bindparam("user_id"))
+_ROW_COLUMNS = [accounts.c[name] for name in attr.fields_dict(AccountRow)]
+_ACCOUNT_BY_KEY = sa.select(*_ROW_COLUMNS).where(accounts.c.pseudonym_key == sa.bindparam("key"))
+_ACCOUNT_BY_ID = sa.select(*_ROW_COLUMNS).where(accounts.c.user_id == sa.bindparam("user_id"))
 _ALL_PSEUDONYMS = sa.select(accounts.c.user_id, accounts.c.pseudonym)
 _SOME_PSEUDONYMS = _ALL_PSEUDONYMS.where(accounts.c.user_id.in_(sa.bindparam("ids", expanding=True)))
 _DEVICE_BY_TOKEN = sa.select(*devices.c).where(devices.c.token_hash == sa.bindparam("token_hash"))
@@ -50,26 +52,42 @@ class AccountStore:
         self.token_queries = 0
 
     async def create_account(
-        self, user_id: str, pseudonym: str, pseudonym_key: str, password_hash: str, created_ts: int
+        self, user_id: str, pseudonym: str, pseudonym_key: str, password_hash: str, created_ts: int,
+        pseudonym_skeleton: Optional[str] = None,
     ) -> AccountRow:
-        """Create an account; raises PseudonymTaken if ``pseudonym_key`` is already used.
+        """Create an account; raises PseudonymTaken if ``pseudonym_key`` or (when given)
+        ``pseudonym_skeleton`` is already used.
 
-        ``pseudonym_key`` is the case-folded pseudonym, computed by the caller.
+        ``pseudonym_key`` is the case-folded pseudonym and ``pseudonym_skeleton`` its
+        look-alike form (``sharon_server.accounts.pseudonym_skeleton``), computed by the caller.
         """
-        row = AccountRow(user_id, pseudonym, pseudonym_key, password_hash, created_ts)
+        row = AccountRow(user_id, pseudonym, pseudonym_key, password_hash, created_ts, pseudonym_skeleton)
         params = {
             "user_id": user_id,
             "pseudonym": pseudonym,
             "pseudonym_key": pseudonym_key,
             "password_hash": password_hash,
             "created_ts": created_ts,
+            "pseudonym_skeleton": pseudonym_skeleton,
         }
-        async with self._w.begin() as conn:
-            result = await conn.execute(self._insert_account, params)
-            inserted = result.rowcount
+        try:
+            async with self._w.begin() as conn:
+                result = await conn.execute(self._insert_account, params)
+                inserted = result.rowcount
+        except sa.exc.IntegrityError:
+            if pseudonym_skeleton is None or not await self.skeleton_taken(pseudonym_skeleton):
+                raise
+            raise PseudonymTaken("that pseudonym is too similar to one already in use", "pseudonym") from None
         if inserted != 1:
             raise PseudonymTaken("that pseudonym is in use", "pseudonym")
         return row
+
+    async def skeleton_taken(self, skeleton: str) -> bool:
+        """True if an account has this pseudonym skeleton."""
+        async with self._r.connect() as conn:
+            row = (await conn.execute(sa.select(accounts.c.user_id).where(
+                accounts.c.pseudonym_skeleton == skeleton).limit(1))).first()
+        return row is not None
 
     async def get_by_pseudonym_key(self, key: str) -> Optional[AccountRow]:
         """The account whose case-folded pseudonym is ``key``, or None."""

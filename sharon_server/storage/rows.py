@@ -22,6 +22,8 @@ class AccountRow:
     pseudonym_key: str
     password_hash: str
     created_ts: int
+    pseudonym_skeleton: Optional[str] = None
+    """The look-alike form (unique; NULL for an old account whose skeleton an older one has)."""
 
 
 @attr.s(frozen=True, slots=True, auto_attribs=True)

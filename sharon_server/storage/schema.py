@@ -45,8 +45,13 @@ accounts = sa.Table(
     sa.Column("pseudonym_key", sa.Text, nullable=False),
     sa.Column("password_hash", sa.Text, nullable=False),
     sa.Column("created_ts", sa.BigInteger, nullable=False),
+    sa.Column("pseudonym_skeleton", sa.Text, nullable=True),
     sa.UniqueConstraint("pseudonym_key"),
+    sa.Index("ux_accounts_pseudonym_skeleton", "pseudonym_skeleton", unique=True),
 )
+"""``pseudonym_skeleton`` (migration 0014): the look-alike form (``accounts.pseudonym_skeleton``),
+unique so no two accounts have confusable pseudonyms; NULL only for an older account whose
+skeleton collided with an earlier one's when the column was backfilled."""
 
 devices = sa.Table(
     "devices",
@@ -121,5 +126,6 @@ from sharon_server.storage import schema_invites  # noqa: E402,F401
 from sharon_server.storage import schema_staff  # noqa: E402,F401
 from sharon_server.storage import schema_triage  # noqa: E402,F401
 from sharon_server.storage import schema_moderation  # noqa: E402,F401
+from sharon_server.storage import schema_search_withheld  # noqa: E402,F401
 
 from sharon_server.storage import schema_safety_controls  # noqa: E402,F401

@@ -52,10 +52,14 @@ notifications = sa.Table(
     sa.Column("actor", sa.Text, nullable=False),
     sa.Column("ts", sa.BigInteger, nullable=False),
     sa.Column("is_read", sa.Boolean(create_constraint=False), nullable=False),
+    sa.Column("payload", sa.Text, nullable=True),
     sa.PrimaryKeyConstraint("user_id", "pos"),
     sqlite_with_rowid=False,
 )
-"""One member's feed: at most one notification per (member, event), keyed by the event's pos."""
+"""One member's feed: at most one notification per (member, event), keyed by the event's pos.
+A notice (migration 0014: a sanction, a held-post decision, a report outcome, a discharge)
+has no event: its ``pos`` is a stream position reserved for it (``rooms.reserve_pos``),
+``room_id``/``event_id``/``actor`` are ``""`` and ``payload`` is its JSON."""
 
 search_docs = sa.Table(
     "search_docs",
