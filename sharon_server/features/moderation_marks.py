@@ -110,7 +110,9 @@ class Marks:
         await self.store.put_mark(mark)
         self.marks[event_id] = mark
         if mark["hidden"] or mark["redacted"]:
-            await self.store.unindex(event_id)  # not re-indexed on unhide: see docs/safety.md
+            await self.store.unindex(event_id, purge=bool(mark["redacted"]))
+        elif old["hidden"]:
+            await self.store.reindex(event_id)  # unhidden: found by search again
         service = self.services.service_of(room_id)
         etype = {"hide": P.MOD_HIDE, "unhide": P.MOD_UNHIDE, "redact": P.MOD_REDACT, "cw": P.MOD_CW}[action]
         content: Dict[str, Any] = {"target": event_id}

@@ -12,7 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from sharon_server.storage.schema_moderation import (
     mod_appeals, mod_held, mod_marks, mod_premod, mod_sanctions,
 )
-from sharon_server.storage.schema_social import search_docs
+from sharon_server.storage import search_withheld
 
 __all__ = ["ModerationStore"]
 
@@ -96,10 +96,18 @@ class ModerationStore:
             await conn.execute(mod_marks.delete().where(mod_marks.c.event_id == row["event_id"]))
             await conn.execute(mod_marks.insert().values(**row))
 
-    async def unindex(self, event_id: str) -> int:
-        """Drop an event from the search index (a hidden or redacted post stops being found;
-        the index's delete trigger keeps the full-text table in step)."""
-        return await self._write(search_docs.delete().where(search_docs.c.event_id == event_id))
+    async def unindex(self, event_id: str, purge: bool = False) -> int:
+        """Take an event out of the search index (a hidden or redacted post stops being
+        found): its document is withheld so an unhide can restore it (``reindex``); with
+        ``purge`` (a redaction, permanent) it is dropped for good."""
+        moved = await search_withheld.withhold(self._db.engine, event_id)
+        if purge:
+            await search_withheld.purge(self._db.engine, event_id)
+        return moved
+
+    async def reindex(self, event_id: str) -> int:
+        """Put an unhidden event's withheld document back into the search index."""
+        return await search_withheld.restore(self._db.engine, self._db.dialect, event_id)
 
     # -- pre-moderation counts ------------------------------------------------------------
     async def premod(self) -> List[Dict[str, Any]]:
