@@ -65,6 +65,8 @@ class RoomService:
         self._txns_complete = True
         self._pending_txns: Dict[Tuple[str, str], "asyncio.Future[None]"] = {}
         self._next_pos = 1
+        self.pos_floor = 0
+        """Highest stream position reserved outside events (``reserve_pos``): never reused."""
         self._last_raw: Tuple[str, bytes] = ("", b"")
         self._broken = False
         self.committer = GroupCommitter(store.persist_batch, self._on_commit, self._on_failure)
@@ -107,7 +109,7 @@ class RoomService:
             state.apply(event)
             if row.type == _MEMBER:
                 self._index_member(room_id, row.state_key, event["content"].get("membership"), row.pos)
-        self._next_pos = await self._store.max_pos() + 1
+        self._next_pos = max(await self._store.max_pos(), self.pos_floor) + 1
         self._hub.delivered_pos = self._next_pos - 1
         recent = await self._store.recent_txns(self._txn_cache_size)
         self._txns = OrderedDict(((t.user_id, t.txn_id), (t.event_id, t.pos)) for t in reversed(recent))
@@ -158,6 +160,19 @@ class RoomService:
         pos = self._next_pos
         self._next_pos += 1
         return signed, event_id, pos
+
+    def reserve_pos(self) -> int:
+        """A stream position no event will take: orders a row that has no event (a notice in
+        the notification feed) among events' positions. No event is written at it (a gap)."""
+        pos = self._next_pos
+        self._next_pos += 1
+        self.pos_floor = max(self.pos_floor, pos)
+        return pos
+
+    def raise_pos_floor(self, pos: int) -> None:
+        """At start-up: positions up to ``pos`` were reserved before (stored by a feature)."""
+        self.pos_floor = max(self.pos_floor, pos)
+        self._next_pos = max(self._next_pos, pos + 1)
 
     def _pending(self, room_id: str, signed: Dict[str, Any], event_id: str, pos: int,
                  state: RoomState, **extra: Any) -> PendingEvent:

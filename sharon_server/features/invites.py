@@ -283,6 +283,12 @@ def install(ctx: Any) -> None:
         frame = P.discharged_frame(P.discharge_notice(service_id, service_name(service_id), policy, now))
         for c in list(ctx.hub.user_conns.get(target, ())):
             c.reply(frame)
+        notify = getattr(ctx.notifier, "notify", None)  # and in their notification feed
+        if notify is not None:
+            try:
+                await notify(target, "service_discharged", frame)
+            except Exception:  # noqa: BLE001 - the discharge stands; the push went
+                log.failure("invites.notify_failed")
         return {"discharge_id": discharge_id, "policy": policy, "rooms_left": left, "ts": now}
 
     def service_name(service_id: str) -> str:

@@ -112,7 +112,13 @@ class Social:
 
     # -- notifications -----------------------------------------------------------------------
     def notification(self, row: Dict[str, Any]) -> Dict[str, Any]:
-        """The client form of a notification row: opaque IDs and the actor's pseudonym only."""
+        """The client form of a notification row: opaque IDs and the actor's pseudonym only.
+        A notice (no event) has ``room_id``/``event_id``/``actor`` null and its ``notice``."""
+        payload = row.get("payload")
+        if payload is not None:
+            return {"pos": row["pos"], "reason": row["reason"], "room_id": None, "event_id": None,
+                    "actor": None, "actor_pseudonym": "", "ts": row["ts"], "read": bool(row["is_read"]),
+                    "notice": json.loads(payload)}
         return {"pos": row["pos"], "reason": row["reason"], "room_id": row["room_id"],
                 "event_id": row["event_id"], "actor": row["actor"],
                 "actor_pseudonym": self.accounts.pseudonym_of(row["actor"]) or "",
@@ -279,6 +285,11 @@ def install(ctx: Any) -> None:
     ctx.extras["social"] = social
     ctx.rooms.observers.append(_SocialObserver(social))
     ctx.add_loader(social.load)
+    from sharon_server.features.social_notices import Notifier
+
+    notifier = Notifier(social)  # notices (sanctions, decisions, outcomes) in the feed
+    ctx.notifier = ctx.extras["notifier"] = notifier
+    ctx.add_loader(notifier.load)
     from sharon_server.features import social_ops
 
     register_handlers(social_ops.handlers(social))
