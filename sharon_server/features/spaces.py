@@ -7,7 +7,8 @@ service a room belongs to, who is a member or staff, and what the settings are.
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Set, Tuple
+import asyncio
+from typing import Any, Awaitable, Callable, Dict, List, Optional, Set, Tuple
 
 import sqlalchemy as sa
 from twisted.logger import Logger
@@ -67,13 +68,36 @@ class ServiceDirectory:
         self._db = db
         self._now_ms = now_ms
         self.admins: Set[str] = set()
+        self.on_admins_changed: Optional[Callable[[Set[str], Set[str]], Awaitable[None]]] = None
+        """``async (old, new)``: list granted admins at 100 (and revoked ones back at their
+        role's level) in every service's power levels; set by ``install``."""
+        self._levels_for: Optional[Set[str]] = None  # the admin set the power levels reflect
+        self._admin_lock = asyncio.Lock()
 
     # -- admins -----------------------------------------------------------------------
     async def refresh_admins(self) -> None:
-        """Re-read the server admins (granted from the shell with ``sharon-server admin``)."""
+        """Re-read the server admins (granted from the shell with ``sharon-server admin``);
+        on a change, bring the services' power levels in line before returning, so the
+        admin's next action passes the auth rules."""
         async with self._db.read_engine.connect() as conn:
             rows = await conn.execute(sa.select(server_admins.c.user_id))
-            self.admins = {r[0] for r in rows}
+            admins = {r[0] for r in rows}
+        if admins == self.admins and not self._admin_lock.locked():
+            return
+        async with self._admin_lock:
+            self.admins = admins
+            done = self._levels_for
+            if done is None or done == admins or self.on_admins_changed is None:
+                return
+            self._levels_for = set(admins)
+            await self.on_admins_changed(done, admins)
+
+    def level_of(self, service_id: str, user_id: str) -> int:
+        """The power level ``user_id`` should have in the service's rooms: 100 for a server
+        admin (member or not), else their role's level (0 when not a member)."""
+        if user_id in self.admins:
+            return P.role_level("admin")
+        return P.role_level(self.role(service_id, user_id))
 
     def is_admin(self, user_id: str) -> bool:
         """True for a server administrator."""
@@ -123,6 +147,8 @@ class ServiceDirectory:
                 level = P.role_level(self.role(service_id, user_id))
                 if level > 0:
                     out[user_id] = level
+        for user_id in self.admins:  # server admins act in every service (not members)
+            out[user_id] = P.role_level("admin")
         return out
 
     def services_of(self, user_id: str) -> List[str]:
@@ -254,7 +280,7 @@ def install(ctx: Any) -> None:
     async def sync_levels(service_id: str, target: str, actor: Optional[str]) -> int:
         """Set ``target``'s level to their role's in the service room and its rooms; returns
         how many rooms changed. A room's creator keeps their own level in it."""
-        level = P.role_level(directory.role(service_id, target))
+        level = directory.level_of(service_id, target)
         changed = 0
         room_ids = [service_id] + directory.rooms_of(service_id)
         if len(room_ids) > MAX_LEVEL_SYNC_ROOMS:
@@ -294,6 +320,36 @@ def install(ctx: Any) -> None:
                                                   state_key=P.role_key(target))
         await sync_levels(service_id, target, session.user_id)
         return event_id, pos
+
+    async def admins_changed(old: Set[str], new: Set[str]) -> None:
+        """List granted server admins at 100 in every service's rooms; revoked ones go back
+        to their role's level (bounded per service by MAX_LEVEL_SYNC_ROOMS)."""
+        changed = sorted(old ^ new)
+        for service_id in sorted(r for r, k in rooms.kinds.items() if k == SPACE_KIND):
+            for user_id in changed:
+                try:
+                    await sync_levels(service_id, user_id, None)
+                except Exception:  # noqa: BLE001 - one room's refusal must not stop the others
+                    log.failure("service.admin_levels_failed", service_id=service_id)
+        log.info("service.admin_levels_synced", changed=len(changed))
+
+    async def reconcile_admin_levels() -> None:
+        """At start-up: admins granted or revoked while the server was down."""
+        await directory.refresh_admins()
+        admins = set(directory.admins)
+        stale: Set[str] = set()
+        for service_id in sorted(r for r, k in rooms.kinds.items() if k == SPACE_KIND):
+            state = rooms.rooms[service_id]
+            users = (state.power_levels().content or {}).get("users") or {}
+            for user_id in set(users) | admins:
+                if user_id != state.creator and state.user_level(user_id) != directory.level_of(service_id, user_id):
+                    stale.add(user_id)
+        directory._levels_for = admins  # noqa: SLF001 - this module owns the directory
+        directory.on_admins_changed = admins_changed
+        if stale:
+            await admins_changed(set(), stale)
+
+    ctx.add_loader(reconcile_admin_levels)
 
     ctx.extras["spaces"] = {"set_role": set_role, "sync_levels": sync_levels, "steward": _steward,
                             "actor": _actor, "system_session": lambda u: _system_session(u, accounts)}
