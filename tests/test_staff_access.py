@@ -286,7 +286,14 @@ def test_start_up_adds_the_notice_to_rooms_that_lack_it(server_factory, run):
         await admin.close()
         return alice.pseudonym, room
 
-    pseudonym, room = run(before())
+    def with_server_failures(coro):
+        try:
+            return run(coro, timeout_s=60)
+        except Exception as exc:  # say which handler failed: the server log has the traceback
+            failures = [r for r in server.logs if r.get("event") in ("ws.handler_failed", "staff.notice_failed")]
+            raise AssertionError(f"{exc!r}; server failures: {failures[-3:]}") from exc
+
+    pseudonym, room = with_server_failures(before())
     server.extra_env = {}
     server.restart()
 
@@ -306,11 +313,7 @@ def test_start_up_adds_the_notice_to_rooms_that_lack_it(server_factory, run):
         assert len([e for e in await all_history(alice, room) if e["type"] == NOTICE]) == 1
         await alice.close()
 
-    try:
-        run(after(), timeout_s=60)
-    except Exception as exc:  # say which handler failed: the server log has the traceback
-        failures = [r for r in server.logs if r.get("event") in ("ws.handler_failed", "staff.notice_failed")]
-        raise AssertionError(f"{exc!r}; server failures: {failures[-3:]}") from exc
+    with_server_failures(after())
 
 
 def test_losing_the_staff_role_ends_an_observation(shared, run):
