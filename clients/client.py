@@ -336,6 +336,18 @@ class SharonClient:
         """
         return await self._next_from(self._frames, timeout_s)
 
+    def take_frames(self) -> List[Dict[str, Any]]:
+        """Every pushed frame already received (e.g. a ``signpost`` pushed before the reply
+        to a ``send``), without waiting; the queue is left empty (or closed)."""
+        out: List[Dict[str, Any]] = []
+        while not self._frames.empty():
+            item = self._frames.get_nowait()
+            if item is _CLOSED:
+                self._frames.put_nowait(_CLOSED)
+                break
+            out.append(item)
+        return out
+
     # -- requests --------------------------------------------------------------------------
 
     def _check_open(self) -> None:

@@ -214,6 +214,27 @@ def test_night_journey_invited_member_risky_post_held_signposted_alerted_and_wor
     logs_free_of(jserver, [*secrets_, RISKY, RISKY_TITLE, reason])
 
 
+def test_a_member_at_a_terminal_is_signposted_and_told_their_post_is_held(jserver, run, tmp_path):
+    """``sharon send`` of a risky message at night: the held reply is not a crash, the crisis
+    lines are printed, and the calm message after it is published as usual."""
+    t = run(team(jserver, mods=1, members=1))
+    member = t.members[0]
+    room = run(t.admin.request("create_room", kind="chat", name="Late", public=True,
+                               service_id=t.service_id))["room_id"]
+    run(member.join(room))
+    home = tmp_path / "member"
+    cli(jserver, home, "login", member.pseudonym)
+    env = dict(os.environ, SHARON_CONFIG_DIR=str(home), SHARON_SERVER=jserver.ws_url, SHARON_PASSWORD=PASSWORD)
+    done = subprocess.run(SHARON + ["send", room, RISKY], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().startswith("h_")  # the held post's ID, not an event ID
+    assert "held for review" in done.stderr and "Samaritans: 116 123" in done.stderr
+    assert (run(Seen(t.mods[0]).expect("alert")))["route"] == "fallback"
+    calm = cli(jserver, home, "send", room, "thank you, I will ring them").strip()
+    assert calm.startswith("$")
+    run(t.close())
+
+
 # -- 2. a report, observation, card, hide, mute, appeal --------------------------------------
 
 def test_report_observe_card_hide_mute_appeal_journey(jserver, run):

@@ -326,7 +326,13 @@ class ChatApp(App):
     async def _send(self, room_id: str, text: str) -> None:
         """Send in a worker so a slow server never freezes the keyboard; the echo shows it."""
         try:
-            await self.client.send(room_id, text)
+            result = await self.client.send(room_id, text)
+            signposts = [f for f in self.client.take_frames() if f.get("op") == "signpost"]
+            if signposts:  # a risky post (#6): crisis lines first, whatever happened to the post
+                from clients.cli.main import signpost_text
+                self._set_status(signpost_text(signposts[-1]).replace("\n", " "))
+            elif result.get("held"):  # pre-moderation or out of hours: no echo will come
+                self._set_status("Held for review: " + str(result.get("notice") or ""))
         except (SharonError, ConnectionError, TimeoutError) as e:
             field = self.query_one("#input", Input)
             if not field.value:

@@ -14,7 +14,7 @@ import importlib
 import os
 import sys
 import urllib.parse
-from typing import Any, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 from clients import runtime
 from clients.cli import counter, render
@@ -368,11 +368,29 @@ async def cmd_send(args: argparse.Namespace) -> int:
         size = counter.count(body, await counter.room_limit(client, room_id))  # the room's published limit
         if size.state is counter.CounterState.OVER:
             raise CliError("too_large", f"the message is {size.chars} characters; the limit is {size.limit}", "body")
+        await client.sync()  # live, so the server's crisis signposting for a risky post reaches us
         result = await client.send(room_id, body)
+        pushed = client.take_frames()  # pushed before the reply on this connection
     finally:
         await client.close()
+    for frame in pushed:
+        if frame.get("op") == "signpost":
+            _err(signpost_text(frame))
+    if result.get("held"):  # pre-moderation or out of hours (#6): not published yet
+        _out(result["held_id"])
+        _err(f"sharon: held for review: {render.clean(result.get('notice') or '')}")
+        return 0
     _out(result["event_id"])
     return 0
+
+
+def signpost_text(frame: Dict[str, Any]) -> str:
+    """The server's crisis signposting (``signpost`` push) as plain lines for stderr."""
+    lines = [f"sharon: {render.clean(frame.get('message') or '')}"]
+    for r in frame.get("resources") or []:
+        how = "; ".join(render.clean(str(r[k])) for k in ("phone", "text", "url", "hours") if r.get(k))
+        lines.append(f"  {render.clean(str(r.get('name', '')))}: {how}")
+    return "\n".join(lines)
 
 
 def _print_event(args: argparse.Namespace, event: Any) -> bool:
