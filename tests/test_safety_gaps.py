@@ -295,3 +295,62 @@ def test_an_unhidden_post_is_found_again_and_a_redacted_one_never(gserver, run):
         await c.close()
 
     run(scenario())
+
+
+# -- PostgreSQL, and restarts ------------------------------------------------------------------
+
+async def _notice_and_search(server):
+    """A warn notice lands in the feed and an unhidden post is found again; returns the cast."""
+    c = await cast(server)
+    mod, alice, bob = c.mods[0], c.members[0], c.members[1]
+    await mod.request("sanction", user_id=alice.user_id, kind="warn", rule="be-kind",
+                      reason="Gently, please.", service_id=c.service)
+    assert (await _notification(alice, "sanction"))["notice"]["sanction"]["reason"] == "Gently, please."
+    post = (await alice.send(c.room, "bluebell walks help", txn_id=txn()))["event_id"]
+    await mod.request("mod_hide", event_id=post, rule="be-kind", reason="checking")
+    assert (await bob.request("search", query="bluebell"))["results"] == []
+    await mod.request("mod_unhide", event_id=post, reason="fine")
+    assert [r["event"]["event_id"] for r in (await bob.request("search", query="bluebell"))["results"]] == [post]
+    with pytest.raises(PseudonymTaken):
+        await (await SharonClient.connect(server.ws_url)).register(alice.pseudonym.replace("-", "_").upper(),
+                                                                   PASSWORD)
+    return c
+
+
+@pytest.mark.integration
+def test_notices_search_and_lookalikes_on_postgresql(pg_server, run):
+    async def scenario():
+        c = await _notice_and_search(pg_server)
+        await c.close()
+
+    run(scenario())
+
+
+@pytest.mark.integration
+def test_notice_positions_are_not_reused_after_a_restart(server, run):
+    async def scenario():
+        c = await _notice_and_search(server)
+        alice = c.members[0]
+        creds = [(m.pseudonym, m) for m in (c.mods[0], alice)]
+        await c.close()
+        return creds
+
+    creds = run(scenario())
+    server.restart()
+
+    async def after():
+        mod = await SharonClient.connect(server.ws_url)
+        await mod.login(creds[0][0], PASSWORD)
+        alice = await SharonClient.connect(server.ws_url)
+        await alice.login(creds[1][0], PASSWORD)
+        before = await alice.request("notifications")
+        assert {n["reason"] for n in before["notifications"]} >= {"sanction", "moderated"}
+        top = before["notifications"][0]  # the unhide's notice, recorded after the last event
+        assert top["event_id"] is None and top["read"] is False
+        rooms = [r["room_id"] for r in await alice.rooms() if r["kind"] == "chat"]
+        sent = await alice.send(rooms[0], "after the restart", txn_id=txn())
+        assert sent["pos"] > top["pos"]  # an event after the restart never takes a notice's position
+        await mod.close()
+        await alice.close()
+
+    run(after())

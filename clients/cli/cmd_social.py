@@ -35,6 +35,12 @@ async def cmd_notifications(args: argparse.Namespace) -> int:
             print_json(n)
         else:
             mark = " " if n["read"] else "*"
+            notice = n.get("notice")
+            if notice is not None:  # from the service (a sanction, a decision, an outcome)
+                words = notice.get("notice") or notice.get("message") or (notice.get("sanction") or {}).get("notice")
+                out(f"{mark} {n['pos']}  {render.format_time(n['ts'])}  {n['reason']:<8} "
+                    f"{render.clean(str(words or ''))}")
+                continue
             out(f"{mark} {n['pos']}  {render.format_time(n['ts'])}  {n['reason']:<8} "
                 f"{render.clean(n['actor_pseudonym'])}  {n['room_id']}  {n['event_id']}")
     if not args.json:
