@@ -232,6 +232,14 @@ def test_a_member_at_a_terminal_is_signposted_and_told_their_post_is_held(jserve
     assert (run(Seen(t.mods[0]).expect("alert")))["route"] == "fallback"
     calm = cli(jserver, home, "send", room, "thank you, I will ring them").strip()
     assert calm.startswith("$")
+    # the same for a forum thread posted from the terminal
+    forum = run(t.admin.request("create_room", kind="forum", name="Board", public=True,
+                                service_id=t.service_id))["room_id"]
+    run(member.join(forum))
+    thread = subprocess.run(SHARON + ["forum-new", forum, RISKY_TITLE, RISKY], env=env, capture_output=True,
+                            text=True, timeout=60)
+    assert thread.returncode == 0, thread.stderr
+    assert thread.stdout.strip().startswith("h_") and "Samaritans: 116 123" in thread.stderr
     run(t.close())
 
 

@@ -11,7 +11,7 @@ import secrets
 from typing import Any, Callable, Dict, List, Optional
 
 from clients.cli import render
-from clients.cli.main import authed, out, print_json, room_id_of
+from clients.cli.main import authed, err, out, print_json, room_id_of, signpost_text
 
 __all__ = ["register"]
 
@@ -20,15 +20,31 @@ def _txn() -> str:
     return "cli-" + secrets.token_urlsafe(12)
 
 
-async def _call(args: argparse.Namespace, op: str, room: Optional[str] = None, **fields: Any) -> Dict[str, Any]:
-    """One request; ``room`` (an ID or one of your rooms' names) becomes ``room_id``."""
+async def _call(args: argparse.Namespace, op: str, room: Optional[str] = None, *, live: bool = False,
+                **fields: Any) -> Dict[str, Any]:
+    """One request; ``room`` (an ID or one of your rooms' names) becomes ``room_id``. ``live``
+    (posts): go live first and print the crisis signposting the server pushes for a risky post."""
     client = await authed(args)
     try:
         if room is not None:
             fields["room_id"] = await room_id_of(client, room)
-        return await client.request(op, **{k: v for k, v in fields.items() if v is not None})
+        if live:
+            await client.sync()
+        result = await client.request(op, **{k: v for k, v in fields.items() if v is not None})
+        for frame in client.take_frames() if live else ():
+            if frame.get("op") == "signpost":
+                err(signpost_text(frame))
+        return result
     finally:
         await client.close()
+
+
+def _posted(result: Dict[str, Any]) -> str:
+    """The new event's ID, or, for a post held for review (#6), the held ID (notice on stderr)."""
+    if result.get("held"):
+        err(f"sharon: held for review: {render.clean(result.get('notice') or '')}")
+        return result["held_id"]
+    return result["event_id"]
 
 
 def _counts(item: Dict[str, Any]) -> str:
@@ -86,14 +102,15 @@ async def cmd_thread(args: argparse.Namespace) -> int:
 
 async def cmd_thread_new(args: argparse.Namespace) -> int:
     """``sharon forum-new ROOM TITLE BODY``: prints the thread ID."""
-    out((await _call(args, "thread_create", args.room, txn_id=_txn(), title=args.title, body=args.body))["event_id"])
+    out(_posted(await _call(args, "thread_create", args.room, live=True, txn_id=_txn(), title=args.title,
+                            body=args.body)))
     return 0
 
 
 async def cmd_reply(args: argparse.Namespace) -> int:
     """``sharon forum-reply ROOM THREAD BODY``."""
-    out((await _call(args, "thread_reply", args.room, txn_id=_txn(), thread_id=args.thread,
-                     body=args.body))["event_id"])
+    out(_posted(await _call(args, "thread_reply", args.room, live=True, txn_id=_txn(), thread_id=args.thread,
+                            body=args.body)))
     return 0
 
 
@@ -130,7 +147,12 @@ async def cmd_wall_post(args: argparse.Namespace) -> int:
     try:
         room_id = (await client.request("wall_open", **{k: v for k, v in _wall_fields(args).items()
                                                         if v is not None}))["room_id"]
-        out((await client.request("wall_post", room_id=room_id, txn_id=_txn(), body=args.body))["event_id"])
+        await client.sync()  # live: signposting for a risky post
+        posted = await client.request("wall_post", room_id=room_id, txn_id=_txn(), body=args.body)
+        for frame in client.take_frames():
+            if frame.get("op") == "signpost":
+                err(signpost_text(frame))
+        out(_posted(posted))
     finally:
         await client.close()
     return 0
@@ -138,7 +160,8 @@ async def cmd_wall_post(args: argparse.Namespace) -> int:
 
 async def cmd_comment(args: argparse.Namespace) -> int:
     """``sharon comment ROOM POST BODY``: comment on a wall or blog post."""
-    out((await _call(args, "comment", args.room, txn_id=_txn(), post_id=args.post, body=args.body))["event_id"])
+    out(_posted(await _call(args, "comment", args.room, live=True, txn_id=_txn(), post_id=args.post,
+                            body=args.body)))
     return 0
 
 
@@ -184,14 +207,14 @@ async def cmd_drafts(args: argparse.Namespace) -> int:
 
 async def cmd_publish(args: argparse.Namespace) -> int:
     """``sharon blog-publish DRAFT [--room BLOG]``: prints the post ID."""
-    out((await _call(args, "blog_publish", args.room, draft_id=args.draft))["event_id"])
+    out(_posted(await _call(args, "blog_publish", args.room, live=True, draft_id=args.draft)))
     return 0
 
 
 async def cmd_edit(args: argparse.Namespace) -> int:
     """``sharon blog-edit ROOM POST BODY [--title T]``: edit your post; prints the edit's ID."""
-    out((await _call(args, "blog_edit", args.room, txn_id=_txn(), event_id=args.post, title=args.title,
-                     body=args.body))["event_id"])
+    out(_posted(await _call(args, "blog_edit", args.room, live=True, txn_id=_txn(), event_id=args.post,
+                            title=args.title, body=args.body)))
     return 0
 
 

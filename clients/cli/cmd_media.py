@@ -190,6 +190,10 @@ async def cmd_upload(args: argparse.Namespace) -> int:
     finally:
         await client.close()
     err(f"sharon: uploaded {result['mime']} ({result['size']} bytes) {result['hash']}")
+    if posted.get("held"):  # held for review (#6): not published yet
+        err(f"sharon: held for review: {render.clean(posted.get('notice') or '')}")
+        out(posted["held_id"])
+        return 0
     out(posted["event_id"])
     return 0
 
