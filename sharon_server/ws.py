@@ -258,6 +258,12 @@ class SharonServerFactory(WebSocketServerFactory):
             # own check would instead close the connection (1007).
             utf8validateIncoming=False,
         )
+        # autobahn copies its ~29 option attributes from the factory into EVERY connection's
+        # __dict__ unless the protocol class already has them (~1.7 KiB per connection):
+        # give this factory's own protocol subclass the values, so connections share them.
+        # (Options set after this point would not reach connections: set them above.)
+        self.protocol = type(self.protocol.__name__, (self.protocol,), {
+            name: getattr(self, name) for name in self.protocol.CONFIG_ATTRS})
 
     def revoke(self, token_hash: bytes) -> None:
         """Sign out every connection using a token that was just logged out."""
