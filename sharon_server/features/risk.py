@@ -112,7 +112,8 @@ class RiskService:
             try:
                 found.append(detector.assess(text, ctx))
             except Exception as exc:  # a broken plug-in must not stop messages
-                log.warn("risk.detector_failed", detector=name, error=repr(exc))
+                # the exception's type only: a plug-in's message may quote the text it was given
+                log.warn("risk.detector_failed", detector=name, error=type(exc).__name__)
         return R.combine(found)
 
     # -- flags --------------------------------------------------------------------------
