@@ -346,3 +346,45 @@ def test_controls_and_risk_flags_on_postgresql(pg_server, run):
         await _close(alice, clin)
 
     run(second())
+
+
+def test_search_shows_what_history_shows(ctl_server, run):
+    """Search applies the viewer's controls like history: a blocked member's posts and posts
+    whose content-warning category the viewer hides are left out, blurred ones are marked,
+    muted ones too; a hidden post is out of the index for everyone but stays for staff notes."""
+    async def scenario():
+        admin, clin, (alice, bob, carol), service, room = await _cast(ctl_server)
+
+        def bodies(hits):
+            return sorted(h["event"]["content"]["body"] for h in hits)
+
+        await bob.send(room, "kestrel from bob")
+        await carol.send(room, "kestrel from carol")
+        cw_hide = await carol.send(room, "kestrel hard night")
+        cw_blur = await carol.send(room, "kestrel food")
+        await carol.send(room, "kestrel spiders")
+        hidden = await carol.send(room, "kestrel hidden")
+        await clin.request("mod_content_warning", event_id=cw_hide["event_id"], category="suicide")
+        await clin.request("mod_content_warning", event_id=cw_blur["event_id"], category="eating")
+        await clin.request("mod_hide", event_id=hidden["event_id"], rule="be-kind", reason="check")
+        everything = ["kestrel food", "kestrel from bob", "kestrel from carol", "kestrel hard night",
+                      "kestrel spiders"]
+        assert bodies((await alice.request("search", query="kestrel"))["results"]) == everything
+
+        await alice.request("block", user_id=bob.user_id)
+        await alice.request("cw_prefs_set", categories={"suicide": "hide", "eating": "blur"})
+        await alice.request("mute_words_set", words=["spiders"])
+        hits = {h["event"]["content"]["body"]: h for h in (await alice.request("search", query="kestrel"))["results"]}
+        assert sorted(hits) == ["kestrel food", "kestrel from carol", "kestrel spiders"]
+        assert hits["kestrel food"]["event"].get("blurred") is True
+        assert hits["kestrel spiders"]["event"].get("muted") is True
+        assert "blurred" not in hits["kestrel from carol"]["event"] and "muted" not in hits["kestrel from carol"]["event"]
+        # the same query by someone without controls still finds everything; bob is not told
+        assert bodies((await carol.request("search", query="kestrel"))["results"]) == everything
+        assert bodies((await bob.request("search", query="kestrel"))["results"]) == everything
+        # unblocking brings bob's post back
+        await alice.request("unblock", user_id=bob.user_id)
+        assert "kestrel from bob" in bodies((await alice.request("search", query="kestrel"))["results"])
+        await _close(admin, clin, alice, bob, carol)
+
+    run(scenario())

@@ -46,8 +46,25 @@ def handlers(social: Any) -> Dict[type, Any]:
         rows = await social.store.search(terms, sorted(joined), req.before, req.limit)
         results: List[Dict[str, Any]] = []
         for row, event in zip(rows, social.client_events(rows)):
-            results.append({"event": event, "snippet": row[3]})
+            content = event["content"]
+            event = viewed(session.user_id, event)
+            if event is None:
+                continue  # the viewer blocks its sender or hides its CW category
+            # a placeholder (moderation replaced the content) must not keep the original's snippet
+            results.append({"event": event, "snippet": row[3] if event["content"] is content else None})
         return {"results": results, "next": rows[-1][0] if len(rows) == req.limit else None}
+
+    def viewed(viewer: str, event: Dict[str, Any]) -> Any:
+        """The search hit as ``viewer`` would see it in history: the room service's event
+        filters (moderation placeholders, then member controls: blocks, CW hide/blur, mute
+        words) apply, so search never shows what history would not. None: left out."""
+        filters = rooms.event_filters
+        room_id = event["room_id"]
+        for event_filter in filters:
+            event = event_filter(viewer, room_id, event)
+            if event is None:
+                return None
+        return event
 
     def social_terms(query: str) -> List[str]:
         terms = fts_terms(query)
