@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import itertools
 import json
+import subprocess
+import sys
 
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
@@ -15,7 +17,7 @@ from protocol import moderation as MP
 from protocol.errors import Forbidden, InvalidPseudonym, PseudonymRejected, PseudonymTaken
 from sharon_server.accounts import PseudonymScreen, pseudonym_skeleton
 from tests.conftest import ServerProcess
-from tests.helpers import PASSWORD, fresh_pseudonym, user
+from tests.helpers import PASSWORD, all_history, user
 from tests.moderation_helpers import cast, next_of, push, txn
 from tests.test_content_support import grant_admin
 
@@ -182,6 +184,19 @@ def test_a_server_admin_who_is_not_a_member_locks_pins_and_hides(gserver, run):
         assert hidden["hidden"] is True and hidden["announced"]
         live = await next_of(bob, MP.MOD_HIDE)
         assert live["sender"] == boss.user_id and live["content"] == {"target": post["event_id"]}
+
+        async def level_in(room_id):
+            levels = [e for e in await all_history(alice, room_id) if e["type"] == "m.room.power_levels"]
+            return levels[-1]["content"]["users"].get(boss.user_id, 0)
+
+        assert [await level_in(r) for r in (forum, c.room)] == [100, 100]
+        # revoked from the shell: back to 0 (not a member) in every room of the service
+        revoke = subprocess.run([sys.executable, "-m", "sharon_server", "admin", "--data-dir",
+                                 str(gserver.data_dir), "revoke", boss.pseudonym],
+                                capture_output=True, text=True, timeout=60)
+        assert revoke.returncode == 0, revoke.stderr
+        await mod.request("sanctions", service_id=c.service)  # any staff action re-reads the admins
+        assert [await level_in(r) for r in (forum, c.room)] == [0, 0]
         await boss.close()
         await c.close()
 
