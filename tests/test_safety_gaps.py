@@ -372,3 +372,29 @@ def test_notice_positions_are_not_reused_after_a_restart(server, run):
         await alice.close()
 
     run(after())
+
+
+def test_migration_0014_backfills_skeletons_oldest_account_first(tmp_path):
+    """Accounts made before 0014 get their skeleton; of two existing look-alikes the older
+    keeps it (the newer gets NULL), and the unique index then refuses a third."""
+    import sqlalchemy as sa
+    from alembic import command
+
+    from sharon_server.storage.database import alembic_config
+
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'old.db'}")
+    with engine.begin() as conn:
+        cfg = alembic_config()
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0013")
+        for user_id, name, ts in (("@b:x", "a1ice", 2), ("@a:x", "alice", 1), ("@c:x", "Bob", 3)):
+            conn.execute(sa.text("INSERT INTO accounts VALUES (:u, :p, :k, 'h', :t)"),
+                         {"u": user_id, "p": name, "k": name.casefold(), "t": ts})
+        command.upgrade(cfg, "head")
+        rows = dict(conn.execute(sa.text("SELECT user_id, pseudonym_skeleton FROM accounts")).all())
+    assert rows == {"@a:x": pseudonym_skeleton("alice"), "@b:x": None, "@c:x": pseudonym_skeleton("Bob")}
+    with pytest.raises(sa.exc.IntegrityError):
+        with engine.begin() as conn:
+            conn.execute(sa.text("INSERT INTO accounts VALUES ('@d:x', 'al1ce', 'al1ce', 'h', 4, :s)"),
+                         {"s": pseudonym_skeleton("al1ce")})
+    engine.dispose()
