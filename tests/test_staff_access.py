@@ -373,3 +373,34 @@ def test_the_chat_room_list_keeps_the_notice():
                                   "moderation_notice": "This space is moderated by the X team."})
     assert info.notice == "This space is moderated by the X team."
     assert RoomInfo.from_summary({"room_id": "!r", "kind": "chat", "membership": "join"}).notice is None
+
+
+def test_staff_of_a_service_moderate_its_own_room(shared, run):
+    """A service's own room (kind ``space``) belongs to that service for moderation as it does
+    for observing: its moderator may hide a post there and sees it with notes; peers get the
+    placeholder; a moderator of another service is refused."""
+    async def scenario():
+        w = await _world(shared)
+        alice, bob, mod, other_mod = w["alice"], w["bob"], w["mod"], w["other_mod"]
+        service = w["service"]
+        post = await alice.send(service, "my name is on this post")
+        with pytest.raises(Forbidden):
+            await other_mod.request("mod_hide", event_id=post["event_id"], rule="be-kind", reason="x")
+        got = await mod.request("mod_hide", event_id=post["event_id"], rule="be-kind", reason="identifying")
+        assert got["hidden"] is True
+
+        def the_post(events):
+            return next(e for e in events if e["event_id"] == post["event_id"])
+
+        seen = the_post(await all_history(mod, service))
+        assert seen["content"]["body"] == "my name is on this post"
+        assert seen["moderation"]["hidden"] is True and seen["moderation"]["reason"] == "identifying"
+        peer_view = the_post(await all_history(bob, service))
+        assert peer_view["content"]["body"] != "my name is on this post"
+        assert peer_view["moderation"] == {"hidden": True, "redacted": False}
+        # an observing moderator of the service room gets the same staff view
+        await mod.request("moderate_join", room_id=service)
+        assert the_post(await all_history(mod, service))["content"]["body"] == "my name is on this post"
+        await _close(w)
+
+    run(scenario(), timeout_s=60)

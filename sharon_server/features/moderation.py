@@ -58,7 +58,9 @@ class _ModType(EventType):
 
     def prepare(self, ctx: SendContext) -> None:
         """Defence in depth: only staff of the room's service ever send one."""
-        if not self.services.is_staff(self.services.service_of(ctx.room_id), ctx.session.user_id):
+        room_id = ctx.room_id
+        service = room_id if self.services.is_service(room_id) else self.services.service_of(room_id)
+        if not self.services.is_staff(service, ctx.session.user_id):
             raise Forbidden("only moderators send moderation events")
 
 

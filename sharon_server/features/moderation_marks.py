@@ -34,6 +34,15 @@ class Marks:
     store: Any
     marks: Dict[str, Dict[str, Any]]
 
+    # -- who is staff where --------------------------------------------------------------------
+    def service_for(self, room_id: str) -> Optional[str]:
+        """The service a room belongs to; a service's own room (kind ``space``) belongs to itself.
+        The staff feature's ``service_for`` is the one definition (this is its fallback)."""
+        staff = self.ctx.extras.get("staff")
+        if staff is not None:
+            return staff.service_for(room_id)
+        return room_id if self.services.is_service(room_id) else self.services.service_of(room_id)
+
     # -- marks on events --------------------------------------------------------------------
     def is_hidden(self, event_id: str) -> bool:
         """True if moderators hid or redacted the event."""
@@ -57,7 +66,7 @@ class Marks:
         lookup = self._sync_flags()
         if mark is None and lookup is None:
             return event
-        service = self.services.service_of(room_id)
+        service = self.service_for(room_id)
         staff = self.services.is_staff(service, viewer)
         if staff:
             notes: Dict[str, Any] = {}
@@ -113,7 +122,7 @@ class Marks:
             await self.store.unindex(event_id, purge=bool(mark["redacted"]))
         elif old["hidden"]:
             await self.store.reindex(event_id)  # unhidden: found by search again
-        service = self.services.service_of(room_id)
+        service = self.service_for(room_id)
         etype = {"hide": P.MOD_HIDE, "unhide": P.MOD_UNHIDE, "redact": P.MOD_REDACT, "cw": P.MOD_CW}[action]
         content: Dict[str, Any] = {"target": event_id}
         if action == "cw":

@@ -108,13 +108,13 @@ def register(mod: Any) -> None:
         row = await mod.ctx.db.events.get_event(event_id)
         if row is None or row.state_key is not None:
             raise NotFound(f"no message or post {event_id}", "event_id")
-        await mod.require_staff(services.service_of(row.room_id), session.user_id)
+        await mod.require_staff(mod.service_for(row.room_id), session.user_id)
         return row
 
     async def mod_hide(conn: Any, req: Any) -> Dict[str, Any]:
         session = conn.require_session()
         row = await target(session, req.event_id)
-        mod.rule(services.service_of(row.room_id), req.rule)
+        mod.rule(mod.service_for(row.room_id), req.rule)
         return await mod.set_mark(session.user_id, row.room_id, row.event_id, row.sender, "hide",
                                   rule=req.rule, reason=req.reason, hidden=True)
 
@@ -127,7 +127,7 @@ def register(mod: Any) -> None:
     async def mod_redact(conn: Any, req: Any) -> Dict[str, Any]:
         session = conn.require_session()
         row = await target(session, req.event_id)
-        mod.rule(services.service_of(row.room_id), req.rule)
+        mod.rule(mod.service_for(row.room_id), req.rule)
         return await mod.set_mark(session.user_id, row.room_id, row.event_id, row.sender, "redact",
                                   rule=req.rule, reason=req.reason, redacted=True)
 
@@ -135,7 +135,7 @@ def register(mod: Any) -> None:
         session = conn.require_session()
         row = await target(session, req.event_id)
         if req.rule is not None:
-            mod.rule(services.service_of(row.room_id), req.rule)
+            mod.rule(mod.service_for(row.room_id), req.rule)
         return await mod.set_mark(session.user_id, row.room_id, row.event_id, row.sender, "cw",
                                   rule=req.rule, reason=req.reason, cw=req.category)
 
@@ -143,7 +143,7 @@ def register(mod: Any) -> None:
         """Lock through the content feature's own ``ps.thread.state`` (staff, joined)."""
         session = conn.require_session()
         room_id = str(req.room_id)
-        service = services.service_of(room_id)
+        service = mod.service_for(room_id)
         await mod.require_staff(service, session.user_id)
         mod.rule(service, req.rule)
         if rooms.kinds.get(room_id) != "forum":
