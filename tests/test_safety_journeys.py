@@ -407,3 +407,34 @@ def test_unmask_journey_is_audited_and_the_chain_verifies_after_the_server_stops
     assert all(e["details"].get("request_id") == who["request_id"] for e in entries
                if e["action"].startswith("unmask."))
     assert contains_any(entries, secrets_) == []
+
+
+# -- 4. a comment on a member's wall --------------------------------------------------------
+
+def test_a_wall_comment_is_reported_observed_and_hidden_from_peers(jserver, run):
+    """Reports, observation and hiding work on walls too (not only chat and forums)."""
+    async def scenario() -> None:
+        t = await team(jserver, mods=1, members=3)
+        mod = t.mods[0]
+        owner, commenter, friend = t.members
+        wall = (await owner.request("wall_open", service_id=t.service_id))["room_id"]
+        for c in (commenter, friend):
+            await c.join(wall)
+        post = (await owner.request("wall_post", room_id=wall, txn_id="w-1", body="Two weeks without a drink"))
+        unkind = "qxunkind: that will never last, you always fail"
+        comment = await commenter.request("comment", room_id=wall, txn_id="w-2", post_id=post["event_id"],
+                                          body=unkind)
+        got = await owner.request("report", room_id=wall, event_id=comment["event_id"], category="abuse")
+        assert got["status"] == "open"
+        [item] = [i for i in (await mod.request("queue", service_id=t.service_id))["items"]
+                  if i["event_id"] == comment["event_id"]]
+        assert item["subject_user"] == commenter.user_id and item["room_id"] == wall
+        await mod.request("moderate_join", room_id=wall)  # observe the wall without joining it
+        await mod.request("mod_hide", event_id=comment["event_id"], rule="be-kind", reason="Unkind comment.")
+        listed = await friend.request("comments", room_id=wall, post_id=post["event_id"])
+        assert unkind not in json.dumps(listed)
+        staff = await mod.request("comments", room_id=wall, post_id=post["event_id"])
+        assert unkind in json.dumps(staff)
+        await t.close()
+
+    run(scenario(), 60)
