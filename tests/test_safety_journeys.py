@@ -435,6 +435,15 @@ def test_a_wall_comment_is_reported_observed_and_hidden_from_peers(jserver, run)
         assert unkind not in json.dumps(listed)
         staff = await mod.request("comments", room_id=wall, post_id=post["event_id"])
         assert unkind in json.dumps(staff)
+        # the observer sees the room's media too (listing and download), but cannot upload there
+        from tests.test_media import PNG, fetch, upload
+        status, up = upload(jserver, owner.token, wall, PNG)
+        assert status == 200, up
+        listed_media = (await mod.request("media", room_id=wall))["media"]
+        assert [m["hash"] for m in listed_media] == [up["hash"]]
+        status, _, data = fetch(jserver, mod.token, wall, up["hash"])
+        assert status == 200 and data == PNG
+        assert upload(jserver, mod.token, wall, PNG + b"x")[0] == 403
         await t.close()
 
     run(scenario(), 60)

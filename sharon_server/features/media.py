@@ -370,9 +370,12 @@ class _Media:
         self.store = MediaStore(ctx.db, Path(ctx.data_dir) / "media", ctx.now_ms)
         self.links = _Links(ctx.now_ms, link_ttl_ms)
 
-    def _member(self, room_id: str, user_id: str) -> None:
+    def _member(self, room_id: str, user_id: str, read: bool = False) -> None:
+        """Joined members only; for reading (``read``), also whoever a read guard lets in (a
+        staff observer, #5), as for ``history``."""
         state = self.rooms.rooms.get(room_id)
-        if state is None or state.membership(user_id) != "join":
+        if state is None or (state.membership(user_id) != "join"
+                             and not (read and self.rooms.may_read(user_id, room_id))):
             raise NotInRoom("only joined members of the room can do that", "room_id")
 
     async def upload(self, request: Request) -> None:
@@ -420,7 +423,7 @@ class _Media:
             raise NotFound("no such media", "hash") from None
         if user_id is None:
             user_id = self.links.check(request, room_id, digest)
-        self._member(room_id, user_id)  # before any lookup: non-members learn nothing
+        self._member(room_id, user_id, read=True)  # before any lookup: non-members learn nothing
         record = await self.store.lookup(digest, room_id) if P.is_media_hash(digest) else None
         if record is None:
             raise NotFound("no such media in this room", "hash")
@@ -471,7 +474,7 @@ class _Media:
     async def list_media(self, conn: Any, req: P.MediaList) -> Dict[str, Any]:
         session = conn.require_session()
         room_id = str(req.room_id)
-        self._member(room_id, session.user_id)
+        self._member(room_id, session.user_id, read=True)
         items, nxt = await self.store.list_room(room_id, _parse_cursor(req.before), req.limit)
         for item in items:
             item["uploader_pseudonym"] = self.accounts.pseudonym_of(item["uploader"])
@@ -482,7 +485,7 @@ class _Media:
     async def link(self, conn: Any, req: P.MediaLink) -> Dict[str, Any]:
         session = conn.require_session()
         room_id = str(req.room_id)
-        self._member(room_id, session.user_id)
+        self._member(room_id, session.user_id, read=True)
         if await self.store.lookup(req.hash, room_id) is None:
             raise NotFound("no such media in this room", "hash")
         path, expires = self.links.make(room_id, req.hash, session.user_id)
