@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 from typing import Optional, Sequence
 
@@ -28,6 +29,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except ConfigError as exc:
         print(f"sharon-server: configuration error: {exc}", file=sys.stderr)
         return 2
+
+    if "OpenSSL" not in sys.modules and not os.environ.get("SHARON_LOAD_TLS"):
+        # The server speaks plain TCP (TLS ends at the proxy in front of it) and makes no
+        # outgoing connections, but Twisted's tcp module imports its TLS layer (pyOpenSSL,
+        # cryptography.x509) whenever pyOpenSSL is installed: ~5 MiB resident and about a
+        # tenth of the start-up (decision 0015). Marking the module absent makes Twisted
+        # take its "no TLS" branch. SHARON_LOAD_TLS=1 turns this off.
+        sys.modules["OpenSSL"] = None  # type: ignore[assignment]
 
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
