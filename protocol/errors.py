@@ -302,6 +302,13 @@ class UnmaskDecided(Conflict):
     code = "unmask_decided"
 
 
+class UnmaskTooManyOpen(Conflict):
+    """The staff member already has the most open unmask requests (pending, or approved and
+    still viewable) one person may have; wait for some to be decided or to expire."""
+
+    code = "unmask_too_many_open"
+
+
 class NoIdentity(NotFound):
     """The identity vault holds no real identity for that member."""
 

@@ -31,7 +31,7 @@ from protocol.frames import (
 from protocol.ids import RoomID, UserID
 
 __all__ = [
-    "NOTICE", "notice_text", "UNMASK_STATUSES", "SECOND_APPROVER", "MAX_AUDIT_LIMIT",
+    "NOTICE", "notice_text", "UNMASK_STATUSES", "SECOND_APPROVER", "MAX_AUDIT_LIMIT", "PENDING_TTL",
     "ModerateJoin", "ModerateLeave", "Moderating", "MemberCard",
     "UnmaskRequest", "UnmaskApprove", "UnmaskRefuse", "UnmaskView", "UnmaskRequests", "AuditQuery",
     "unmask_pending_frame", "unmask_decided_frame",
@@ -62,6 +62,20 @@ def _bool_setting(value: Any, field: str) -> bool:
 
 
 S.register_setting(SECOND_APPROVER, True, _bool_setting)
+
+PENDING_TTL = "unmask_pending_ttl_ms"
+"""Per-service setting: an unmask request nobody decides expires this long after it was made."""
+DEFAULT_PENDING_TTL_MS = 2 * 3600 * 1000
+MAX_PENDING_TTL_MS = 7 * 24 * 3600 * 1000
+
+
+def _pending_ttl_setting(value: Any, field: str) -> int:
+    if type(value) is not int or not 1 <= value <= MAX_PENDING_TTL_MS:
+        raise BadField(f"{field} must be a whole number of milliseconds from 1 to {MAX_PENDING_TTL_MS}", field)
+    return value
+
+
+S.register_setting(PENDING_TTL, DEFAULT_PENDING_TTL_MS, _pending_ttl_setting)
 
 _frozen = attr.s(frozen=True, slots=True, auto_attribs=True)
 

@@ -7,7 +7,7 @@ import pytest
 
 from protocol.errors import (
     BadField, Forbidden, NoIdentity, NotFound, UnmaskDecided, UnmaskExpired, UnmaskNotApproved,
-    UnmaskSelfApproval,
+    UnmaskSelfApproval, UnmaskTooManyOpen,
 )
 from protocol.identity import Identity
 from tests.conftest import ServerProcess
@@ -286,6 +286,88 @@ def test_audit_query_pages_and_filters(shared, run):
         with pytest.raises(BadField) as exc:
             await admin.request("audit_query", since_ts=10, until_ts=5)
         assert exc.value.field == "until_ts"
+        await _close(w)
+
+    run(scenario(), timeout_s=60)
+
+
+async def _wait_server_clock(client, room, ts):
+    """Wait until the server's own clock reaches ``ts`` (event timestamps come from it)."""
+    while True:
+        sent = await client.send(room, "tick")
+        page = await client.history(room, limit=1)
+        assert page["events"][0]["event_id"] == sent["event_id"]
+        if page["events"][0]["origin_server_ts"] >= ts:
+            return
+
+
+def test_open_requests_per_requester_are_capped(shared, run):
+    from sharon_server.features.unmask import MAX_OPEN_PER_REQUESTER
+
+    async def scenario():
+        w = await _world(shared, seed=21)
+        mod, clin, alice, bob = w["mod"], w["clin"], w["alice"], w["bob"]
+        await put_identity(shared, bob.user_id, make_identity(22))
+        rids = []
+        for i in range(MAX_OPEN_PER_REQUESTER):
+            rids.append((await mod.request("unmask_request", service_id=w["service"], user_id=alice.user_id,
+                                           reason_code="safeguarding", reason=f"r{i}"))["request_id"])
+        with pytest.raises(UnmaskTooManyOpen) as exc:
+            await mod.request("unmask_request", service_id=w["service"], user_id=bob.user_id,
+                              reason_code="safeguarding", reason="one more")
+        assert exc.value.code == "unmask_too_many_open"
+        # the cap is the requester's: another staff member may still ask
+        other = await clin.request("unmask_request", service_id=w["service"], user_id=bob.user_id,
+                                   reason_code="safeguarding", reason="clin")
+        assert other["status"] == "pending"
+        # an approved request stays open while viewable; a refused one frees a place
+        await clin.request("unmask_approve", request_id=rids[0])
+        with pytest.raises(UnmaskTooManyOpen):
+            await mod.request("unmask_request", service_id=w["service"], user_id=bob.user_id,
+                              reason_code="safeguarding", reason="still full")
+        await clin.request("unmask_refuse", request_id=rids[1], reason="not needed")
+        again = await mod.request("unmask_request", service_id=w["service"], user_id=bob.user_id,
+                                  reason_code="safeguarding", reason="now there is room")
+        assert again["status"] == "pending"
+        await _close(w)
+
+    run(scenario(), timeout_s=60)
+
+
+def test_a_pending_request_expires_undecided_and_is_audited(shared, run):
+    server = shared
+
+    async def scenario():
+        with pytest.raises(BadField) as exc:
+            await _world(server, settings={"unmask_pending_ttl_ms": 0}, seed=24)
+        assert exc.value.field == "settings.unmask_pending_ttl_ms"
+        w = await _world(server, settings={"unmask_pending_ttl_ms": 50}, seed=23)
+        mod, clin, alice, admin = w["mod"], w["clin"], w["alice"], w["admin"]
+        first = await mod.request("unmask_request", service_id=w["service"], user_id=alice.user_id,
+                                  reason_code="safeguarding", reason="r1")
+        second = await mod.request("unmask_request", service_id=w["service"], user_id=alice.user_id,
+                                   reason_code="safeguarding", reason="r2")
+        assert first["status"] == "pending"
+        assert first["decide_by_ts"] == first["created_ts"] + 50
+        room = (await mod.request("create_room", kind="chat", name="clock", public=False,
+                                  service_id=w["service"]))["room_id"]
+        await _wait_server_clock(mod, room, max(first["decide_by_ts"], second["decide_by_ts"]))
+        # deciding a stale request: expired, never approved; audited once, by the server
+        with pytest.raises(UnmaskExpired):
+            await clin.request("unmask_approve", request_id=first["request_id"])
+        with pytest.raises(UnmaskExpired):
+            await clin.request("unmask_approve", request_id=first["request_id"])
+        with pytest.raises(UnmaskExpired):
+            await mod.request("unmask_view", request_id=first["request_id"])
+        assert await _actions(admin, first["request_id"]) == [
+            ("unmask.request", mod.user_id), ("unmask.expired", "server")]
+        # nobody touched the second one: listing notices it, shows it expired, audits it
+        assert (await clin.request("unmask_requests", service_id=w["service"], status="pending"))["requests"] == []
+        listed = (await clin.request("unmask_requests", service_id=w["service"], status="expired"))["requests"]
+        assert sorted(r["request_id"] for r in listed) == sorted([first["request_id"], second["request_id"]])
+        assert all(r["status"] == "expired" and "decided_by" not in r for r in listed)
+        assert await _actions(admin, second["request_id"]) == [
+            ("unmask.request", mod.user_id), ("unmask.expired", "server")]
         await _close(w)
 
     run(scenario(), timeout_s=60)

@@ -8,6 +8,14 @@ default) the request waits for a DIFFERENT staff member of the same service to
 requester may ``unmask_view`` an approved request, and only until ``config.unmask_ttl_ms``
 after the approval (``unmask_expired`` after, and the request is marked expired).
 
+Bounds: a request nobody decides expires the service's ``unmask_pending_ttl_ms`` after it
+was made (default 2 hours; its ``decide_by_ts``): approving,
+refusing or viewing it then answers ``unmask_expired``, it lists as ``expired``, and the
+server audits ``unmask.expired`` (actor ``server``) the first time it notices (at start-up,
+on any unmask op touching it, on ``unmask_requests`` and on the requester's next request).
+A staff member has at most ``MAX_OPEN_PER_REQUESTER`` open requests (pending, or approved
+and still viewable) server-wide; one more is refused with ``unmask_too_many_open``.
+
 Audit actions: ``unmask.request``, ``unmask.approve``, ``unmask.refuse``, ``unmask.view``,
 ``unmask.expired``. Details carry the request ID, the reason code and the staff's reason
 text; never identity values (the view's audit entry says *that* it was viewed).
@@ -18,6 +26,7 @@ awaits approval; ``unmask_decided`` to the requester when it is approved or refu
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from typing import Any, Dict, List, Optional
 
@@ -27,18 +36,24 @@ from twisted.logger import Logger
 from protocol import staff as P
 from protocol.errors import (
     BadField, Forbidden, NoIdentity, NotFound, UnmaskDecided, UnmaskExpired, UnmaskNotApproved,
-    UnmaskSelfApproval,
+    UnmaskSelfApproval, UnmaskTooManyOpen,
 )
 from protocol.spaces import STAFF_ROLES
 from sharon_server.ops import register_handlers
 from sharon_server.storage.schema_staff import unmask_requests
 
-__all__ = ["install", "reason_codes", "MAX_LISTED"]
+__all__ = ["install", "reason_codes", "MAX_LISTED", "MAX_OPEN_PER_REQUESTER"]
 
 log = Logger(namespace="sharon.unmask")
 
 MAX_LISTED = 100
 """``unmask_requests`` returns at most this many requests (newest first)."""
+
+MAX_OPEN_PER_REQUESTER = 5
+"""Open requests (pending, or approved and still viewable) one staff member may have."""
+
+SWEEP_BATCH = 100
+"""Stale pending requests expired (and audited) per sweep."""
 
 
 def reason_codes(config: Any) -> List[str]:
@@ -55,6 +70,21 @@ def install(ctx: Any) -> None:
     def ttl_ms() -> int:
         return max(1, int(getattr(ctx.config, "unmask_ttl_ms", 900_000) or 1))
 
+    def pending_ttl(service_id: str) -> int:
+        try:
+            return int(services.settings(service_id).get(P.PENDING_TTL, P.DEFAULT_PENDING_TTL_MS))
+        except Exception:  # noqa: BLE001 - a service that is gone: its requests keep the default
+            return P.DEFAULT_PENDING_TTL_MS
+
+    def decide_by(row: Dict[str, Any]) -> int:
+        """When a pending request expires undecided."""
+        return int(row["created_ts"]) + pending_ttl(row["service_id"])
+
+    def stale(row: Dict[str, Any], now: int) -> bool:
+        return row["status"] == "pending" and now >= decide_by(row)
+
+    creating = asyncio.Lock()  # count-then-insert of one request at a time (the open cap)
+
     async def audit(actor: str, action: str, row: Dict[str, Any], **details: Any) -> None:
         if ctx.audit is None:
             raise Forbidden("unmasking needs the audit log, and this server has none")
@@ -64,6 +94,8 @@ def install(ctx: Any) -> None:
     def client_form(row: Dict[str, Any], now: int) -> Dict[str, Any]:
         status = row["status"]
         if status == "approved" and row["expires_ts"] is not None and now >= row["expires_ts"]:
+            status = "expired"
+        if stale(row, now):
             status = "expired"
         out = {
             "request_id": row["request_id"], "service_id": row["service_id"],
@@ -75,7 +107,53 @@ def install(ctx: Any) -> None:
         for key in ("decided_by", "decided_ts", "decision_reason", "expires_ts"):
             if row.get(key) is not None:
                 out[key] = row[key]
+        if row["status"] == "pending" or (row["status"] == "expired" and row.get("decided_by") is None):
+            out["decide_by_ts"] = decide_by(row)
         return out
+
+    async def expire_pending(row: Dict[str, Any]) -> bool:
+        """Mark one stale pending request expired; audit it if this call did (True)."""
+        async with ctx.db.engine.begin() as dbconn:
+            result = await dbconn.execute(t.update().where(t.c.request_id == row["request_id"],
+                                                           t.c.status == "pending").values(status="expired"))
+        if result.rowcount != 1:
+            return False
+        row["status"] = "expired"
+        await audit("server", "unmask.expired", row, undecided=True, decide_by_ts=decide_by(row))
+        log.info("unmask.expired_undecided", request_id=row["request_id"], service_id=row["service_id"])
+        return True
+
+    async def sweep(where: Any = None) -> int:
+        """Expire (and audit) up to ``SWEEP_BATCH`` stale pending requests, oldest first."""
+        now = ctx.now_ms()
+        stmt = sa.select(*t.c).where(t.c.status == "pending")
+        if where is not None:
+            stmt = stmt.where(where)
+        stmt = stmt.order_by(t.c.created_ts, t.c.request_id).limit(SWEEP_BATCH)
+        async with ctx.db.read_engine.connect() as dbconn:
+            rows = [dict(r._mapping) for r in await dbconn.execute(stmt)]
+        expired = 0
+        for row in rows:
+            if stale(row, now):
+                expired += await expire_pending(row)
+        return expired
+
+    async def open_count(requester: str) -> int:
+        now = ctx.now_ms()
+        stmt = sa.select(*t.c).where(t.c.requester == requester, sa.or_(
+            t.c.status == "pending", sa.and_(t.c.status == "approved", t.c.expires_ts > now)),
+        ).limit(MAX_OPEN_PER_REQUESTER + SWEEP_BATCH)
+        async with ctx.db.read_engine.connect() as dbconn:
+            rows = [dict(r._mapping) for r in await dbconn.execute(stmt)]
+        return sum(1 for r in rows if not stale(r, now))
+
+    async def load_sweep() -> None:
+        if ctx.audit is not None:
+            expired = await sweep()
+            if expired:
+                log.info("unmask.swept", expired=expired)
+
+    ctx.add_loader(load_sweep)
 
     async def load_row(request_id: str) -> Dict[str, Any]:
         async with ctx.db.read_engine.connect() as conn:
@@ -107,8 +185,9 @@ def install(ctx: Any) -> None:
         if status == "approved":
             values["expires_ts"] = now + ttl_ms()
         async with ctx.db.engine.begin() as conn:
-            result = await conn.execute(t.update().where(t.c.request_id == row["request_id"],
-                                                         t.c.status == "pending").values(**values))
+            result = await conn.execute(t.update().where(  # not one that expired meanwhile
+                t.c.request_id == row["request_id"], t.c.status == "pending",
+                t.c.created_ts > now - pending_ttl(row["service_id"])).values(**values))
         if result.rowcount != 1:
             raise UnmaskDecided("this unmask request was already decided", "request_id")
         row.update(values)
@@ -128,6 +207,15 @@ def install(ctx: Any) -> None:
             raise BadField("you cannot unmask yourself", "user_id")
         if ctx.vault is None or not await ctx.vault.has(member):
             raise NoIdentity("the vault holds no identity for this member", "user_id")
+        async with creating:
+            await sweep(t.c.requester == session.user_id)
+            if await open_count(session.user_id) >= MAX_OPEN_PER_REQUESTER:
+                raise UnmaskTooManyOpen(
+                    f"you already have {MAX_OPEN_PER_REQUESTER} open unmask requests; wait for them to be "
+                    "decided or to expire")
+            return await create(session, service_id, member, req)
+
+    async def create(session: Any, service_id: str, member: str, req: P.UnmaskRequest) -> Dict[str, Any]:
         now = ctx.now_ms()
         row: Dict[str, Any] = {
             "request_id": "um_" + secrets.token_urlsafe(12), "service_id": service_id, "member_id": member,
@@ -155,6 +243,13 @@ def install(ctx: Any) -> None:
         if row["requester"] == session.user_id:
             raise UnmaskSelfApproval("a different staff member of this service must decide this request",
                                      "request_id")
+        if stale(row, ctx.now_ms()):
+            await expire_pending(row)
+            raise UnmaskExpired("this unmask request expired before anyone decided it; make a new request",
+                                "request_id")
+        if row["status"] == "expired" and row["decided_by"] is None:
+            raise UnmaskExpired("this unmask request expired before anyone decided it; make a new request",
+                                "request_id")
         if row["status"] != "pending":
             raise UnmaskDecided(f"this unmask request is already {row['status']}", "request_id")
         row = await decide(row, session.user_id, status, reason)
@@ -177,6 +272,8 @@ def install(ctx: Any) -> None:
         await require_staff(row["service_id"], session.user_id)
         if row["requester"] != session.user_id:
             raise Forbidden("only the staff member who asked can view this unmask", "request_id")
+        if stale(row, ctx.now_ms()):
+            await expire_pending(row)
         if row["status"] == "expired":
             raise UnmaskExpired("this unmask has expired; make a new request", "request_id")
         if row["status"] != "approved":
@@ -202,13 +299,18 @@ def install(ctx: Any) -> None:
         service_id = str(req.service_id)
         services.require_service(service_id)
         await require_staff(service_id, session.user_id)
+        await sweep(t.c.service_id == service_id)
         now = ctx.now_ms()
+        stale_before = now - pending_ttl(service_id)
         stmt = sa.select(*t.c).where(t.c.service_id == service_id)
         if req.status == "approved":
             stmt = stmt.where(t.c.status == "approved", t.c.expires_ts > now)
+        elif req.status == "pending":
+            stmt = stmt.where(t.c.status == "pending", t.c.created_ts > stale_before)
         elif req.status == "expired":
             stmt = stmt.where(sa.or_(t.c.status == "expired",
-                                     sa.and_(t.c.status == "approved", t.c.expires_ts <= now)))
+                                     sa.and_(t.c.status == "approved", t.c.expires_ts <= now),
+                                     sa.and_(t.c.status == "pending", t.c.created_ts <= stale_before)))
         elif req.status is not None:
             stmt = stmt.where(t.c.status == req.status)
         stmt = stmt.order_by(t.c.created_ts.desc(), t.c.request_id).limit(MAX_LISTED)
