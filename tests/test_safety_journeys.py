@@ -447,3 +447,32 @@ def test_a_wall_comment_is_reported_observed_and_hidden_from_peers(jserver, run)
         await t.close()
 
     run(scenario(), 60)
+
+
+# -- 5. the same night, in the chat TUI --------------------------------------------------------
+
+def test_in_sharon_chat_a_held_risky_post_shows_crisis_lines_then_the_moderators_answer(jserver, run):
+    """``sharon chat`` reads pushed frames: the signposting and the held notice appear in the
+    status line when a risky message is held, and the moderator's rejection when it comes."""
+    from clients.cli.chat import ChatApp
+    from textual.widgets import Input
+
+    async def scenario() -> None:
+        t = await team(jserver, mods=1, members=1)
+        mod, member = t.mods[0], t.members[0]
+        room = (await t.admin.request("create_room", kind="chat", name="Small hours", public=True,
+                                      service_id=t.service_id))["room_id"]
+        await member.join(room)
+        app = ChatApp(member, open_room="Small hours")
+        async with app.run_test(size=(140, 30)) as pilot:
+            await app.wait_until(lambda: app.current == room)
+            app.query_one("#input", Input).value = RISKY
+            await pilot.press("enter")
+            await app.wait_until(lambda: "Held for review" in app.status and "Samaritans" in app.status)
+            [held] = (await mod.request("held_list", service_id=t.service_id))["held"]
+            await mod.request("held_reject", held_id=held["held_id"], rule="stay-safe",
+                              reason="Please ring the duty line tonight; we are here.")
+            await app.wait_until(lambda: "duty line" in app.status)
+        await t.close()
+
+    run(scenario(), 60)

@@ -67,6 +67,7 @@ class ChatApp(App):
         self.current: Optional[str] = None
         self.older_from: Optional[int] = None  # history ``next`` of the open room; None: no more
         self.status = ""
+        self.last_signpost: Optional[Dict[str, Any]] = None  # the crisis lines last pushed (#6)
         self.counter_text = counter.count("").label()
         self.limits: Dict[str, int] = {}  # published body limit per room (``limits`` op)
         self._loading_older = False
@@ -93,6 +94,7 @@ class ChatApp(App):
         await self._reload_rooms()
         await self.client.sync()
         self._pump_events()
+        self._pump_frames()
         first = self._find_room(self.open_room_hint) if self.open_room_hint else None
         if first is None and self.rooms:
             first = next(iter(self.rooms))
@@ -251,6 +253,24 @@ class ChatApp(App):
             except (SharonError, TimeoutError) as e:
                 self._set_status(_describe_error(e))
 
+    @work(exclusive=True, group="frames")
+    async def _pump_frames(self) -> None:
+        """Read pushed frames (typing, notices...) so they never pile up, and show the ones
+        that tell this member something (#6) in the status line."""
+        while True:
+            client = self.client
+            try:
+                frame = await client.next_frame(timeout_s=None)
+            except ConnectionError:
+                while self.client is client:  # _pump_events reconnects; then read the new one
+                    await asyncio.sleep(0.5)
+                continue
+            text = _notice_of(frame)
+            if text:
+                if frame.get("op") == "signpost":
+                    self.last_signpost = frame
+                self._set_status(text)
+
     async def _on_event(self, event: Dict[str, Any]) -> None:
         room_id = event.get("room_id")
         concerns_me = event.get("type") == "m.room.member" and event.get("state_key") == self.client.user_id
@@ -326,13 +346,12 @@ class ChatApp(App):
     async def _send(self, room_id: str, text: str) -> None:
         """Send in a worker so a slow server never freezes the keyboard; the echo shows it."""
         try:
+            self.last_signpost = None
             result = await self.client.send(room_id, text)
-            signposts = [f for f in self.client.take_frames() if f.get("op") == "signpost"]
-            if signposts:  # a risky post (#6): crisis lines first, whatever happened to the post
-                from clients.cli.main import signpost_text
-                self._set_status(signpost_text(signposts[-1]).replace("\n", " "))
-            elif result.get("held"):  # pre-moderation or out of hours: no echo will come
-                self._set_status("Held for review: " + str(result.get("notice") or ""))
+            if result.get("held"):  # pre-moderation or out of hours: no echo will come
+                held = "Held for review: " + render.clean(result.get("notice") or "")
+                sign = self.last_signpost  # pushed before the reply: crisis lines stay in view
+                self._set_status(held + (" " + _notice_of(sign) if sign else ""))
         except (SharonError, ConnectionError, TimeoutError) as e:
             field = self.query_one("#input", Input)
             if not field.value:
@@ -368,6 +387,23 @@ class ChatApp(App):
         self.status = text
         self.query_one("#status", Static).update(text)
         self._changed()
+
+
+NOTICE_OPS = ("signpost", "held_approved", "held_rejected", "moderated", "sanction", "sanction_lifted",
+              "appeal_decided", "report_outcome")
+
+
+def _notice_of(frame: Optional[Dict[str, Any]]) -> str:
+    """The one-line status text of a pushed notice to this member, or "" for other frames."""
+    if not frame or frame.get("op") not in NOTICE_OPS:
+        return ""
+    if frame["op"] == "signpost":
+        from clients.cli.main import signpost_text
+        return render.clean(signpost_text(frame).replace("\n", " "))
+    notice = frame.get("notice") or frame.get("message")
+    if notice is None and isinstance(frame.get("sanction"), dict):
+        notice = frame["sanction"].get("notice")
+    return render.clean(notice or frame["op"].replace("_", " "))
 
 
 def _describe_error(error: BaseException) -> str:
