@@ -724,9 +724,8 @@ def install(ctx: Any) -> None:
         if hide is None:
             log.warn("triage.hide_unavailable", item_id=item.item_id)
             return
-        steward = rooms.rooms[item.service_id].creator if item.service_id in rooms.rooms else None
-        try:
-            await hide(item.room_id, item.event_id, steward, None, reason)
+        try:  # no acting person: the moderation feature records the server as the actor
+            await hide(item.room_id, item.event_id, None, None, reason)
         except Exception:  # noqa: BLE001 - the report is stored and staff are alerted anyway
             log.failure("triage.hide_failed", item_id=item.item_id)
             return
