@@ -476,3 +476,19 @@ def test_in_sharon_chat_a_held_risky_post_shows_crisis_lines_then_the_moderators
         await t.close()
 
     run(scenario(), 60)
+
+
+def test_notice_lines_for_the_cli():
+    """What ``sharon chat`` and ``sharon tail`` show for each member notice; other frames: nothing."""
+    from clients.cli.main import notice_of
+
+    sign = {"op": "signpost", "message": "It sounds hard.", "resources": [
+        {"name": "Samaritans", "phone": "116 123", "hours": "24/7"}, {"name": "SHOUT", "text": "85258"}]}
+    assert notice_of(sign) == "It sounds hard.   Samaritans: 116 123; 24/7   SHOUT: 85258"
+    assert notice_of({"op": "held_rejected", "notice": "Not published.\nThe reason: x"}) == \
+        "Not published. \u23ce The reason: x"
+    assert notice_of({"op": "sanction", "sanction": {"notice": "Paused until 9pm."}}) == "Paused until 9pm."
+    assert notice_of({"op": "report_outcome", "message": "Thank you."}) == "Thank you."
+    assert notice_of({"op": "appeal_decided"}) == "appeal decided"
+    for other in ({"op": "typing", "user_ids": []}, {"op": "alert"}, None, {}):
+        assert notice_of(other) == ""

@@ -389,21 +389,10 @@ class ChatApp(App):
         self._changed()
 
 
-NOTICE_OPS = ("signpost", "held_approved", "held_rejected", "moderated", "sanction", "sanction_lifted",
-              "appeal_decided", "report_outcome")
-
-
 def _notice_of(frame: Optional[Dict[str, Any]]) -> str:
     """The one-line status text of a pushed notice to this member, or "" for other frames."""
-    if not frame or frame.get("op") not in NOTICE_OPS:
-        return ""
-    if frame["op"] == "signpost":
-        from clients.cli.main import signpost_text
-        return render.clean(signpost_text(frame).replace("\n", " "))
-    notice = frame.get("notice") or frame.get("message")
-    if notice is None and isinstance(frame.get("sanction"), dict):
-        notice = frame["sanction"].get("notice")
-    return render.clean(notice or frame["op"].replace("_", " "))
+    from clients.cli.main import notice_of
+    return notice_of(frame)
 
 
 def _describe_error(error: BaseException) -> str:

@@ -384,9 +384,33 @@ async def cmd_send(args: argparse.Namespace) -> int:
     return 0
 
 
-def signpost_text(frame: Dict[str, Any]) -> str:
+NOTICE_OPS = ("signpost", "held_approved", "held_rejected", "moderated", "sanction", "sanction_lifted",
+              "appeal_decided", "report_outcome")
+"""Pushed frames that tell a member something (#6); shown by ``sharon chat`` and ``tail``."""
+
+
+def notice_of(frame: Optional[Dict[str, Any]]) -> str:
+    """The one-line text of a pushed notice to this member, or "" for other frames."""
+    if not frame or frame.get("op") not in NOTICE_OPS:
+        return ""
+    if frame["op"] == "signpost":
+        return render.clean(signpost_text(frame, prefix="").replace("\n", " "))
+    notice = frame.get("notice") or frame.get("message")
+    if notice is None and isinstance(frame.get("sanction"), dict):
+        notice = frame["sanction"].get("notice")
+    return render.clean(notice or frame["op"].replace("_", " "))
+
+
+def _show_notice(frame: Dict[str, Any]) -> None:
+    """A pushed notice to this member (#6: moderation, held posts, report outcomes) on stderr."""
+    text = notice_of(frame)
+    if text:
+        _err(f"sharon: {text}")
+
+
+def signpost_text(frame: Dict[str, Any], prefix: str = "sharon: ") -> str:
     """The server's crisis signposting (``signpost`` push) as plain lines for stderr."""
-    lines = [f"sharon: {render.clean(frame.get('message') or '')}"]
+    lines = [f"{prefix}{render.clean(frame.get('message') or '')}"]
     for r in frame.get("resources") or []:
         how = "; ".join(render.clean(str(r[k])) for k in ("phone", "text", "url", "hours") if r.get(k))
         lines.append(f"  {render.clean(str(r.get('name', '')))}: {how}")
@@ -442,6 +466,8 @@ async def cmd_tail(args: argparse.Namespace) -> int:
                 delay = 0.5
                 while args.count is None or printed < args.count:
                     event = await client.next_event(timeout_s=None)
+                    for frame in client.take_frames():  # pushed frames must not pile up unread
+                        _show_notice(frame)
                     pos = event.get("pos")
                     if event.get("room_id") != room or (type(pos) is int and pos <= shown):
                         continue
