@@ -136,6 +136,7 @@ def test_night_journey_invited_member_risky_post_held_signposted_alerted_and_wor
 
         held = await member.request("thread_create", room_id=forum, txn_id="night-1", title=RISKY_TITLE, body=RISKY)
         assert held["held"] is True and held["held_id"] and "event_id" not in held
+        assert any(r.get("phone") == "116 123" for r in held["signpost"]["resources"])  # in the reply too
         sign = await me.expect("signpost")
         assert sign["held"] is True and sign["resources"], sign
         alerts = Seen(mod)

@@ -322,7 +322,11 @@ class Moderation(Marks):
             raise SharonError("could not hold the post")
         log.info("moderation.held", held_id=row["held_id"], room_id=ctx.room_id, reason=reason)
         await self._triage_item(row, ctx)
-        return self.held_reply(row)
+        reply = self.held_reply(row)
+        sign = ctx.scratch.get("signpost")  # triage's crisis signposting: also for senders not live
+        if isinstance(sign, dict):
+            reply["signpost"] = {"message": sign.get("message"), "resources": sign.get("resources") or []}
+        return reply
 
     async def _triage_item(self, row: Dict[str, Any], ctx: SendContext) -> None:
         triage = self.ctx.extras.get("triage")

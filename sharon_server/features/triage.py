@@ -579,6 +579,7 @@ class _OutOfHours(EventType):
                      "held": bool(ctx.scratch.get("hold"))}
             sent = self.t.push([ctx.session.user_id], frame)
             ctx.scratch["signposted"] = True
+            ctx.scratch["signpost"] = frame  # a held post's reply carries it too (not-live senders)
             log.info("triage.signposted", service_id=service_id, out_of_hours=nobody, connections=sent)
 
 
