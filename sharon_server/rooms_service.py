@@ -86,6 +86,10 @@ class RoomService:
         """``async handler(ctx) -> reply dict``: stores an event an observer held for review."""
         self.replay_extra: Callable[[str], Any] = lambda user_id: ()
         """Rooms a user is not joined to whose events a resume replays too (staff observing)."""
+        self.membership_listeners: List[Callable[[str, str, str], None]] = []
+        """``f(room_id, user_id, membership)`` after a member event commits, whichever path sent
+        it (synchronous and cheap: it runs in the commit callback; e.g. leaving a service ends
+        its staff's observations at once)."""
         self.register_event_type(MessageType(self))
 
     def register_event_type(self, event_type: EventType) -> None:
@@ -471,6 +475,15 @@ class RoomService:
                 hub.delivered_pos = item.pos
             if extra is not None and signed["content"].get("membership") in ("leave", "ban"):
                 hub.part(extra, room_id)
+            if extra is not None and self.membership_listeners:
+                self._tell_membership(room_id, extra, signed["content"].get("membership"))
+
+    def _tell_membership(self, room_id: str, user_id: str, membership: Any) -> None:
+        for listener in self.membership_listeners:
+            try:
+                listener(room_id, user_id, membership)
+            except Exception:  # noqa: BLE001 - the event is committed; a listener cannot undo it
+                log.failure("rooms.membership_listener_failed", room_id=room_id)
 
     async def _on_failure(self, exc: BaseException) -> None:
         self._broken = True

@@ -404,3 +404,47 @@ def test_staff_of_a_service_moderate_its_own_room(shared, run):
         await _close(w)
 
     run(scenario(), timeout_s=60)
+
+
+async def _no_more_messages(client, why):
+    """Nothing but non-message events is queued for ``client`` (a ping orders the pushes)."""
+    import asyncio
+    await client.ping()  # pushes are written before later replies: none may be queued after it
+    with pytest.raises((TimeoutError, asyncio.TimeoutError)):
+        while True:
+            event = await client.next_event(timeout_s=0.3)
+            assert event["type"] != "m.room.message", why
+
+
+def test_leaving_the_service_ends_an_observation_at_once(shared, run):
+    """A staff member who leaves the service stops receiving the rooms they observe on the
+    live connection at once, as when the role is taken away; a server admin does not."""
+    async def scenario():
+        w = await _world(shared)
+        alice, mod, clin, admin = w["alice"], w["mod"], w["clin"], w["admin"]
+        room = (await alice.request("create_room", kind="chat", name="R", public=True,
+                                    service_id=w["service"]))["room_id"]
+        for staff in (mod, clin):
+            await staff.request("moderate_join", room_id=room)
+            await staff.request("moderate_join", room_id=w["service"])
+            await staff.sync()
+        await alice.send(room, "one")
+        for staff in (mod, clin):
+            assert (await messages_until(staff, 1))[0]["content"]["body"] == "one"
+        await mod.leave(w["service"])
+        await alice.send(room, "two")
+        assert (await messages_until(clin, 1))[0]["content"]["body"] == "two"  # still staff
+        await _no_more_messages(mod, "a moderator who left the service still receives its room")
+        with pytest.raises(NotInRoom):
+            await mod.history(room)
+        entitled = {r["room_id"]: r["entitled"] for r in (await mod.request("moderating"))["rooms"]}
+        assert entitled == {room: False, w["service"]: False}
+        # a server admin who is also in the service keeps observing after leaving it
+        await admin.request("moderate_join", room_id=room)
+        await admin.sync()
+        await admin.leave(w["service"])
+        await alice.send(room, "three")
+        assert "three" in [e["content"]["body"] for e in await messages_until(admin, 1)]
+        await _close(w)
+
+    run(scenario(), timeout_s=60)

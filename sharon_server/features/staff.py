@@ -9,6 +9,8 @@ and rooms outside any service. A service's own room counts as belonging to that 
   connections receive the room's events (``hub.observed_rooms``) and may page its history
   (a ``rooms.read_guards`` entry), with no membership event, so members do not see them in
   the member list. Observations are stored (``staff_observers``) and survive restarts.
+  Losing the staff role, or leaving the service, stops the live delivery at once (the
+  stored observation stays, listed with ``entitled: false``).
 - ``moderate_join {visible: true}`` is a real join that bypasses the service and DM join
   guards (and the invite-only rule: the room's most powerful member "invites" first), with
   ``"staff": {"role": ROLE}`` in the member event content: the staff badge members see.
@@ -231,6 +233,16 @@ def install(ctx: Any) -> None:
 
     ctx.add_loader(load)
 
+    def suspend_unentitled(target: str) -> None:
+        """Stop ``target``'s live observations of the rooms they may no longer moderate (the
+        stored observation stays: ``moderating`` lists it with ``entitled: false``)."""
+        for room_id in list(staff.observing.get(target, ())):
+            state = rooms.rooms.get(room_id)
+            if state is None or staff.may_moderate(target, room_id) or state.membership(target) == "join":
+                continue
+            hub.observe(target, room_id, False)
+            log.info("staff.observation_suspended", room_id=room_id, user_id=target)
+
     class _RoleWatch(EventType):
         """When a role change takes a staff role away, stop that user's live observations of
         the rooms they may no longer moderate (one string compare per event otherwise)."""
@@ -239,13 +251,20 @@ def install(ctx: Any) -> None:
             if event["type"] != ROLE_EVENT or not staff.observing:
                 return
             key = event.get("state_key") or ""
-            target = key[1:] if key.startswith("_") else None
-            for room_id in list(staff.observing.get(target, ()) if target else ()):
-                if not staff.may_moderate(target, room_id) and rooms.rooms[room_id].membership(target) != "join":
-                    hub.observe(target, room_id, False)
-                    log.info("staff.observation_suspended", room_id=room_id, user_id=target)
+            if key.startswith("_") and key[1:] in staff.observing:
+                suspend_unentitled(key[1:])
 
     rooms.observers.append(_RoleWatch())
+
+    def on_membership(room_id: str, user_id: str, membership: Any) -> None:
+        """Leaving (or being removed or banned from) a service ends its staff's observations
+        at once, as losing the role does (member events do not pass the observers)."""
+        if user_id in staff.observing and services is not None and services.is_service(room_id):
+            suspend_unentitled(user_id)
+
+    listeners = getattr(rooms, "membership_listeners", None)
+    if isinstance(listeners, list):
+        listeners.append(on_membership)
 
     # -- moderate_join / moderate_leave / moderating --------------------------------------
     def require_room(room_id: str) -> Any:
