@@ -87,7 +87,8 @@ class RoomService:
         self.replay_extra: Callable[[str], Any] = lambda user_id: ()
         """Rooms a user is not joined to whose events a resume replays too (staff observing)."""
         self.membership_listeners: List[Callable[[str, str, str], None]] = []
-        """``f(room_id, user_id, membership)`` after a member event commits, whichever path sent
+        """``f(room_id, user_id, membership)`` after a non-join member event (leave, ban, invite)
+        commits, whichever path sent
         it (synchronous and cheap: it runs in the commit callback; e.g. leaving a service ends
         its staff's observations at once)."""
         self.register_event_type(MessageType(self))
