@@ -373,9 +373,9 @@ async def cmd_send(args: argparse.Namespace) -> int:
         pushed = client.take_frames()  # pushed before the reply on this connection
     finally:
         await client.close()
-    for frame in pushed:
-        if frame.get("op") == "signpost":
-            _err(signpost_text(frame))
+    signs = [f for f in pushed if f.get("op") == "signpost"] or ([result["signpost"]] if result.get("signpost") else [])
+    for frame in signs[-1:]:
+        _err(signpost_text(frame))
     if result.get("held"):  # pre-moderation or out of hours (#6): not published yet
         _out(result["held_id"])
         _err(f"sharon: held for review: {render.clean(result.get('notice') or '')}")
