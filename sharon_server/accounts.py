@@ -262,8 +262,18 @@ class AccountService:
         """``gate(user_id)`` raises a SharonError to refuse a login or token (e.g. a
         suspended account); called on every login and authentication, so keep it O(1)."""
         # A real hash to verify against when the pseudonym is unknown, so that a miss and a
-        # wrong password take the same time and do not reveal which pseudonyms exist.
-        self._dummy_hash = self._hasher.hash(os.urandom(16).hex())
+        # wrong password take the same time and do not reveal which pseudonyms exist. Made
+        # in a worker thread once the server listens, not here: with the production Argon2id
+        # settings it takes ~0.5-1 s and 64 MiB, which held up start-up (decision 0015).
+        self._dummy_hash: "Optional[asyncio.Future[str]]" = None
+
+    def prepare_dummy_hash(self) -> "asyncio.Future[str]":
+        """The dummy hash, started in a worker thread on first call (the server calls this
+        right after it starts listening)."""
+        if self._dummy_hash is None:
+            loop = asyncio.get_running_loop()
+            self._dummy_hash = loop.run_in_executor(None, self._hasher.hash, os.urandom(16).hex())
+        return self._dummy_hash
 
     async def load(self) -> None:
         """Load every account's pseudonym into memory (peers see pseudonyms on every event)."""
@@ -343,7 +353,7 @@ class AccountService:
             key = None
         row = await self._store.get_by_pseudonym_key(key) if key else None
         loop = asyncio.get_running_loop()
-        stored = row.password_hash if row is not None else self._dummy_hash
+        stored = row.password_hash if row is not None else await self.prepare_dummy_hash()
         ok = await loop.run_in_executor(None, self._verify, stored, password)
         if row is None or not ok:
             raise BadCredentials("unknown pseudonym or wrong password")

@@ -92,6 +92,7 @@ class ServerApp:
             self._reactor, f"tcp:{cfg.listen_port}:interface={iface}:backlog=1024")
         self.port = await endpoint.listen(site).asFuture(_loop(self._reactor))
         bound = self.port.getHost().port
+        accounts.prepare_dummy_hash()  # in a worker thread, off the start-up path (decision 0015)
         log.info("server.listening", host=host, port=bound, url=f"ws://{host}:{bound}/ws",
                  server_name=cfg.server_name, database=self.db.dialect,
                  startup_ms=int((self._reactor.seconds() - started) * 1000))

@@ -195,6 +195,8 @@ def test_accounts_devices_and_logout(server, run):
             await probe.register("a@b.c", PASSWORD)
         with pytest.raises(BadCredentials):
             await probe.login(pseudonym, "wrong password")
+        with pytest.raises(BadCredentials):  # checked against the dummy hash made at start-up
+            await probe.login(fresh_pseudonym(), PASSWORD)
         with pytest.raises(NotAuthenticated):
             await probe.rooms()
         phone = await SharonClient.connect(server.ws_url)
