@@ -278,3 +278,59 @@ def test_sharon_chat_runs_in_a_real_terminal(server, run, tmp_path):
     finally:
         term.close()
         run(bob.close())
+
+
+def test_chat_applies_the_members_mute_words_and_content_warning_preferences(server, run):
+    """As in ``sharon tail``/``history``: muted live events and hidden CW categories are left
+    out, blurred ones show a content-warning line until Ctrl+R; a moderator's live warning
+    on a shown message applies at once."""
+    from tests.staff_helpers import grant_admin, service_with_staff
+
+    async def scenario():
+        admin = await user(server, "admin")
+        grant_admin(server, admin.pseudonym)
+        alice, bob, clin = await user(server, "alice"), await user(server, "bob"), await user(server, "clin")
+        service = await service_with_staff(admin, "Peer support", members=(alice, bob),
+                                           roles={"clinician": (clin,)})
+        room = (await admin.request("create_room", kind="chat", name="Evening", public=True,
+                                    service_id=service))["room_id"]
+        for c in (alice, bob, clin):
+            await c.join(room)
+        await alice.request("mute_words_set", words=["spiders"])
+        await alice.request("cw_prefs_set", categories={"eating": "blur", "suicide": "hide"})
+        food = await bob.send(room, "a post about food")
+        night = await bob.send(room, "a post about a hard night")
+        await bob.send(room, "spiders in the bath")
+        await bob.send(room, "tea later?")
+        await clin.request("mod_content_warning", event_id=food["event_id"], category="eating")
+        await clin.request("mod_content_warning", event_id=night["event_id"], category="suicide")
+        blur_line = "content warning: eating \u2014 press Ctrl+R to show"
+
+        def bodies():
+            return [line.split(": ", 1)[1] for line in app.log_widget.lines() if ": " in line]
+
+        app = ChatApp(alice, open_room="Evening")
+        async with app.run_test(size=(110, 30)) as pilot:
+            # history: the server's marks (hidden category left out, muted and blurred marked)
+            await app.wait_until(lambda: "tea later?" in bodies())
+            assert bodies() == [blur_line, "tea later?"]
+            # live: the client applies the mute words itself (live frames are shared)
+            await bob.send(room, "more SPIDERS tonight")
+            await bob.send(room, "cake later")
+            await app.wait_until(lambda: "cake later" in bodies())
+            assert not any("SPIDERS" in b or "spiders" in b for b in bodies())
+            # a moderator's warning on a message already shown applies at once
+            await clin.request("mod_content_warning", event_id=(await bob.send(room, "counting calories"))["event_id"],
+                               category="eating")
+            await app.wait_until(lambda: bodies().count(blur_line) == 2)
+            assert "counting calories" not in bodies()
+            # Ctrl+R shows the blurred ones (never the hidden category), and blurs them again
+            await pilot.press("ctrl+r")
+            await app.wait_until(lambda: "a post about food" in bodies() and "counting calories" in bodies())
+            assert "a post about a hard night" not in bodies() and blur_line not in bodies()
+            await pilot.press("ctrl+r")
+            await app.wait_until(lambda: bodies().count(blur_line) == 2)
+        for c in (admin, alice, bob, clin):
+            await c.close()
+
+    run(scenario(), timeout_s=60)

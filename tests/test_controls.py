@@ -5,6 +5,7 @@ preferences and taking a break."""
 from __future__ import annotations
 
 import asyncio
+import json
 
 import pytest
 
@@ -290,6 +291,23 @@ def test_cli_controls(ctl_server, run, tmp_path):
     assert "suicide=hide" in prefs and "eating=blur" in prefs and "abuse=show" in prefs
     bad = me.run("cw", "suicide=maybe")
     assert bad.returncode != 0 and "CATEGORY=show|blur|hide" in bad.stderr
+    # a moderator's warnings: the hidden category is left out, the blurred one is a CW line
+    other.ok("send", room, "a post about food")
+    other.ok("send", room, "a post about a hard night")
+    ids = {e["content"]["body"]: e["event_id"] for e in map(json.loads, me.ok("history", room, "--json").splitlines())}
+
+    async def warn():
+        admin = await user(ctl_server, "cli-admin")
+        grant_admin(ctl_server, admin.pseudonym)
+        await admin.request("mod_content_warning", event_id=ids["a post about food"], category="eating")
+        await admin.request("mod_content_warning", event_id=ids["a post about a hard night"], category="suicide")
+        await admin.close()
+
+    run(warn())
+    shown = me.ok("history", room)
+    assert "content warning: eating \u2014 run with --all to show" in shown
+    assert "a post about food" not in shown and "hard night" not in shown
+    assert "a post about food" in me.ok("history", room, "--all")
 
     assert me.ok("break", "on", "--hours", "2").startswith("on a break until ")
     assert me.ok("break").startswith("on a break until ")

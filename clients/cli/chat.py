@@ -10,6 +10,12 @@ Layout: rooms on the left (``●`` marks unread), the open room's log on the rig
 on open, older pages when scrolling to the top or with Ctrl+O), an input line with a live
 ``n/4000`` counter that turns yellow near the limit and red over it (and then refuses to
 send). People appear only by pseudonym.
+
+The member's controls (#6) apply as in ``sharon tail``/``history`` (``clients.cli.member_view``):
+events with one of their mute words and content-warning categories they hide are left out;
+blurred ones show ``content warning: CATEGORY — press Ctrl+R to show`` until Ctrl+R (which
+toggles). When a moderator puts a content warning on an event of the open room, the room
+is re-read so the preference applies to it.
 """
 
 from __future__ import annotations
@@ -25,13 +31,17 @@ from textual.widgets import Footer, Header, Input, ListView, Static
 
 from clients.cli import counter, render
 from clients.cli.chat_widgets import MessageLog, RoomInfo, RoomItem
+from clients.cli.member_view import BLUR, HIDE, MemberView, blurred_copy
 from protocol.errors import SharonError
 
 __all__ = ["ChatApp"]
 
 PAGE = 50
 MAX_LOG_ENTRIES = 2000  # events kept in the open room's log; older ones are re-read on demand
-HELP = "Commands: /join [ROOM_ID]  /leave  /help.  Keys: Ctrl+N/Ctrl+P next/previous room, Ctrl+O older messages, Ctrl+Q quit."
+HELP = ("Commands: /join [ROOM_ID]  /leave  /help.  Keys: Ctrl+N/Ctrl+P next/previous room, Ctrl+O older messages, "
+        "Ctrl+R show/blur content-warned messages, Ctrl+Q quit.")
+BLUR_HINT = "press Ctrl+R to show"
+CW_MARK = "ps.mod.cw"  # a moderator's content warning on an event
 
 
 class ChatApp(App):
@@ -56,6 +66,7 @@ class ChatApp(App):
         Binding("ctrl+n", "next_room(1)", "Next room", priority=True),
         Binding("ctrl+p", "next_room(-1)", "Previous room", priority=True),
         Binding("ctrl+o", "older", "Older messages", priority=True),
+        Binding("ctrl+r", "toggle_cw", "Show/blur warned", priority=True),
     ]
 
     def __init__(self, client: Any, open_room: Optional[str] = None) -> None:
@@ -72,6 +83,8 @@ class ChatApp(App):
         self.limits: Dict[str, int] = {}  # published body limit per room (``limits`` op)
         self._loading_older = False
         self._change = asyncio.Event()
+        self.view = MemberView()  # the member's mute words and content-warning preferences
+        self.reveal = False  # Ctrl+R: show blurred events
 
     # -- composition -----------------------------------------------------------------------
 
@@ -92,6 +105,7 @@ class ChatApp(App):
         self.sub_title = render.clean(self.client.pseudonym or "")
         self.query_one("#input", Input).focus()
         await self._reload_rooms()
+        self.view = await MemberView.fetch(self.client)
         await self.client.sync()
         self._pump_events()
         self._pump_frames()
@@ -218,8 +232,29 @@ class ChatApp(App):
         if self.current != room_id:
             return  # the user moved on while the page was loading
         self.older_from = page.get("next")
-        await self.log_widget.add_events(page["events"], self.client.user_id)
+        await self.log_widget.add_events(self._viewed(page["events"]), self.client.user_id)
         self._changed()
+
+    def _viewed(self, events: Any) -> list:
+        """``events`` as this member's controls show them: hidden ones left out, blurred ones
+        replaced by a content-warning line (unless revealed with Ctrl+R)."""
+        out = []
+        for event in events:
+            verdict = self.view.verdict(event)
+            if verdict == HIDE:
+                continue
+            if verdict == BLUR and not self.reveal:
+                event = blurred_copy(event, BLUR_HINT)
+            out.append(event)
+        return out
+
+    async def action_toggle_cw(self) -> None:
+        """Show (or blur again) the content-warned events of the open room."""
+        self.reveal = not self.reveal
+        self._set_status("Showing content-warned messages (Ctrl+R blurs them again)." if self.reveal
+                         else "Content-warned messages are blurred (Ctrl+R shows them).")
+        if self.current is not None:
+            await self.open_room(self.current)
 
     @on(MessageLog.ReachedTop)
     async def _reached_top(self, message: MessageLog.ReachedTop) -> None:
@@ -265,6 +300,9 @@ class ChatApp(App):
                 while self.client is client:  # _pump_events reconnects; then read the new one
                     await asyncio.sleep(0.5)
                 continue
+            if frame.get("op") == "moderation" and frame.get("type") == CW_MARK and frame.get("room_id") == self.current:
+                await self.open_room(self.current)  # an observer-less mark: re-read the open room
+                continue
             text = _notice_of(frame)
             if text:
                 if frame.get("op") == "signpost":
@@ -276,12 +314,14 @@ class ChatApp(App):
         concerns_me = event.get("type") == "m.room.member" and event.get("state_key") == self.client.user_id
         if room_id not in self.rooms or concerns_me:
             await self._reload_rooms()
-        if room_id == self.current:
+        if room_id == self.current and event.get("type") == CW_MARK:
+            await self.open_room(room_id)  # re-read: the warning now applies to an event shown
+        elif room_id == self.current:
             log = self.log_widget
-            await log.add_events([event], self.client.user_id)
+            await log.add_events(self._viewed([event]), self.client.user_id)
             if await log.trim(MAX_LOG_ENTRIES):
                 self.older_from = log.positions[0]  # the trimmed events come back a page at a time
-        elif room_id in self.rooms and render.is_message(event):
+        elif room_id in self.rooms and render.is_message(event) and self.view.verdict(event) != HIDE:
             self.rooms[room_id].unread += 1
             self._refresh_room_item(room_id)
         self._changed()

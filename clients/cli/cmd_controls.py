@@ -5,15 +5,15 @@
 ``sharon break on [--hours H]`` / ``break off`` / ``break``. Everything is private: the
 blocked member is never told.
 
-Live events are shared frames, so the server cannot mark them muted per receiver: ``sharon
-tail`` hides live events matching your mute words itself (``mute_filter``), and ``sharon
-history`` hides events the server marked ``"muted": true`` (``--all`` shows them).
+Live events are shared frames, so the server cannot mark them per receiver: ``sharon tail``
+and ``sharon chat`` apply your mute words and content-warning preferences to live events
+themselves, and ``sharon history`` follows the server's marks (``"muted"``, ``"blurred"``);
+all three use ``clients.cli.member_view`` (``--all`` shows everything).
 """
 
 from __future__ import annotations
 
 import argparse
-import re
 import time
 from typing import Any, Callable, Dict, List
 
@@ -28,19 +28,9 @@ CHOICES = ("show", "blur", "hide")
 
 def mute_filter(words: List[str]) -> Callable[[Dict[str, Any]], bool]:
     """A predicate: True when an event's title or body contains one of ``words`` (whole
-    words, case-insensitive): the same rule as the server's."""
-    if not words:
-        return lambda event: False
-    alts = "|".join(re.escape(w).replace(r"\ ", r"\s+") for w in sorted(words, key=len, reverse=True))
-    pattern = re.compile(rf"(?<!\w)(?:{alts})(?!\w)", re.IGNORECASE)
-
-    def muted(event: Dict[str, Any]) -> bool:
-        content = event.get("content") if isinstance(event, dict) else None
-        if not isinstance(content, dict):
-            return False
-        return any(type(t) is str and pattern.search(t) for t in (content.get("title"), content.get("body")))
-
-    return muted
+    words, case-insensitive): the same rule as the server's (``clients.cli.member_view``)."""
+    from clients.cli.member_view import MemberView
+    return MemberView(words).muted
 
 
 async def _call(args: argparse.Namespace, op: str, **fields: Any) -> Dict[str, Any]:

@@ -417,10 +417,19 @@ def signpost_text(frame: Dict[str, Any], prefix: str = "sharon: ") -> str:
     return "\n".join(lines)
 
 
-def _print_event(args: argparse.Namespace, event: Any) -> bool:
-    """Print ``event`` if this command shows it; True if printed."""
-    if not args.all and (not render.is_message(event) or event.get("muted")):
-        return False  # "muted": the server matched one of your mute words (sharon mute-words)
+def _print_event(args: argparse.Namespace, event: Any, view: Any = None) -> bool:
+    """Print ``event`` if this command shows it; True if printed. Without ``--all``, the
+    member's controls apply (``clients.cli.member_view``): muted events and hidden
+    content-warning categories are left out, blurred ones print as a content-warning line."""
+    if not args.all:
+        from clients.cli.member_view import BLUR, HIDE, MemberView, blurred_copy
+        if not render.is_message(event):
+            return False
+        verdict = (view or MemberView()).verdict(event)  # history: the server's marks alone
+        if verdict == HIDE:
+            return False
+        if verdict == BLUR:
+            event = blurred_copy(event, "run with --all to show")
     _out(render.event_json(event) if args.json else render.event_line(event))
     return True
 
@@ -455,7 +464,8 @@ async def cmd_tail(args: argparse.Namespace) -> int:
     try:
         room = await _room_id(client, args.room)
         await client.history(room, limit=1)  # not a member: fail now rather than wait forever
-        muted = await _live_mute_filter(client)
+        from clients.cli.member_view import MemberView
+        view = await MemberView.fetch(client)  # live frames are shared: your controls apply here
         notice = next((r.get("moderation_notice") for r in await client.rooms() if r.get("room_id") == room), None)
         if isinstance(notice, str):
             _err(f"sharon: {render.clean(notice)}")  # the moderation notice (#5)
@@ -472,9 +482,7 @@ async def cmd_tail(args: argparse.Namespace) -> int:
                     if event.get("room_id") != room or (type(pos) is int and pos <= shown):
                         continue
                     shown = pos if type(pos) is int else shown
-                    if not args.all and muted(event):
-                        continue  # live frames are shared: mute words are applied here
-                    if _print_event(args, event):
+                    if _print_event(args, event, view):
                         printed += 1
                 return 0
             except ConnectionError as e:
@@ -485,16 +493,6 @@ async def cmd_tail(args: argparse.Namespace) -> int:
             delay = min(delay * 2, RECONNECT_MAX_S)
     finally:
         await client.close()
-
-
-async def _live_mute_filter(client: Any) -> Any:
-    """A predicate hiding live events that contain one of the member's mute words."""
-    from clients.cli.cmd_controls import mute_filter
-    try:
-        words = (await client.request("mute_words"))["words"]
-    except SharonError:  # a server without member controls
-        words = []
-    return mute_filter(words)
 
 
 async def _reconnect(args: argparse.Namespace, delay_s: float) -> Any:
