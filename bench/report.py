@@ -174,7 +174,9 @@ def _step_rows(name: str, steps: List[Dict[str, Any]]) -> List[str]:
             cells += [f"RSS {_fmt(s['server_rss_mib'])} MiB", extra]
         elif name == "startup":
             cells += [f"{_fmt(s['to_first_answer_s']['median'])} s to the first answer",
-                      f"listening logged at {_fmt(s['to_listening_log_s'])} s; runs {s['to_first_answer_s']['all']}"]
+                      f"listening logged at {_fmt(s['to_listening_log_s'])} s; runs {s['to_first_answer_s']['all']}"
+                      + (f"; server CPU to the first answer {_fmt(s['server_cpu_s']['median'])} s"
+                         if s.get("server_cpu_s") else "")]
         elif name == "connect":
             pc = s["per_client_ms"]
             cells += [f"{_fmt(s['elapsed_s'])} s, {_fmt(s['rate_per_s'])}/s",
