@@ -17,6 +17,11 @@ used, the pushes are really sent, and the CLI drives the server.
 3. Unmasking: a request approved by a second staff member and viewed, all in the audit log,
    verified with ``sharon-server audit verify`` on the data directory after the server stops.
 
+Smaller ones: a risky message or forum thread sent from a terminal (``sharon send``,
+``sharon forum-new``) is held with the crisis lines printed; a wall comment is reported,
+observed (listings and media included) and hidden; ``sharon chat`` shows the crisis lines,
+the held notice and the moderator's answer.
+
 Every journey also checks the privacy rule on what it saw: no frame to a non-staff session
 carries a vault value, the reported member never learns who reported them, and the server's
 log lines carry no identity values, message bodies or report notes.
