@@ -498,3 +498,28 @@ def test_notice_lines_for_the_cli():
     assert notice_of({"op": "appeal_decided"}) == "appeal decided"
     for other in ({"op": "typing", "user_ids": []}, {"op": "alert"}, None, {}):
         assert notice_of(other) == ""
+
+
+def test_in_sharon_chat_a_post_hidden_by_a_moderator_disappears_from_a_peers_screen(jserver, run):
+    """A peer watching the room in ``sharon chat`` stops seeing a post once a moderator hides it
+    (the moderator observes without joining, so only the ``moderation`` push tells the room)."""
+    from clients.cli.chat import ChatApp
+
+    async def scenario() -> None:
+        t = await team(jserver, mods=1, members=2)
+        mod, (author, peer) = t.mods[0], t.members
+        room = (await t.admin.request("create_room", kind="chat", name="Quiet room", public=True,
+                                      service_id=t.service_id))["room_id"]
+        for c in (author, peer):
+            await c.join(room)
+        await mod.request("moderate_join", room_id=room)
+        unkind = "qxcruel: you are a burden to everyone"
+        post = (await author.send(room, unkind, txn_id="tui-1"))["event_id"]
+        app = ChatApp(peer, open_room="Quiet room")
+        async with app.run_test(size=(140, 30)):
+            await app.wait_until(lambda: any(line.endswith(unkind) for line in app.log_widget.lines()))
+            await mod.request("mod_hide", event_id=post, rule="be-kind", reason="Hurtful.")
+            await app.wait_until(lambda: not any(unkind in line for line in app.log_widget.lines()))
+        await t.close()
+
+    run(scenario(), 60)

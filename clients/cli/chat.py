@@ -42,6 +42,8 @@ HELP = ("Commands: /join [ROOM_ID]  /leave  /help.  Keys: Ctrl+N/Ctrl+P next/pre
         "Ctrl+R show/blur content-warned messages, Ctrl+Q quit.")
 BLUR_HINT = "press Ctrl+R to show"
 CW_MARK = "ps.mod.cw"  # a moderator's content warning on an event
+MOD_MARKS = (CW_MARK, "ps.mod.hide", "ps.mod.unhide", "ps.mod.redact")
+"""A moderator's marks on an event shown already: the open room is re-read (history applies them)."""
 
 
 class ChatApp(App):
@@ -300,7 +302,7 @@ class ChatApp(App):
                 while self.client is client:  # _pump_events reconnects; then read the new one
                     await asyncio.sleep(0.5)
                 continue
-            if frame.get("op") == "moderation" and frame.get("type") == CW_MARK and frame.get("room_id") == self.current:
+            if frame.get("op") == "moderation" and frame.get("type") in MOD_MARKS and frame.get("room_id") == self.current:
                 await self.open_room(self.current)  # an observer-less mark: re-read the open room
                 continue
             text = _notice_of(frame)
@@ -314,8 +316,8 @@ class ChatApp(App):
         concerns_me = event.get("type") == "m.room.member" and event.get("state_key") == self.client.user_id
         if room_id not in self.rooms or concerns_me:
             await self._reload_rooms()
-        if room_id == self.current and event.get("type") == CW_MARK:
-            await self.open_room(room_id)  # re-read: the warning now applies to an event shown
+        if room_id == self.current and event.get("type") in MOD_MARKS:
+            await self.open_room(room_id)  # re-read: the mark now applies to an event shown
         elif room_id == self.current:
             log = self.log_widget
             await log.add_events(self._viewed([event]), self.client.user_id)
