@@ -335,39 +335,64 @@ def test_open_requests_per_requester_are_capped(shared, run):
 
 
 def test_a_pending_request_expires_undecided_and_is_audited(shared, run):
-    server = shared
+    run(_pending_expiry(shared), timeout_s=60)
 
-    async def scenario():
+
+def test_pending_expiry_and_the_open_cap_on_postgresql(pg_server, run):
+    run(_pending_expiry(pg_server, cap=True, world=_pg_world), timeout_s=60)
+
+
+async def _pg_world(server, settings=None, seed=1):
+    """``_world`` for any backend: the member's identity arrives with a clinician's invite."""
+    from tests.staff_helpers import invited_member
+    admin = await user(server, "keeper")
+    grant_admin(server, admin.pseudonym)
+    mod, clin = await user(server, "owl"), await user(server, "heron")
+    service = await service_with_staff(admin, "Perinatal", settings=settings,
+                                       roles={"moderator": (mod,), "clinician": (clin,)})
+    alice = await invited_member(server, clin, service, make_identity(seed))
+    return dict(admin=admin, alice=alice, mod=mod, clin=clin, service=service)
+
+
+async def _pending_expiry(server, cap=False, world=_world):
+    w = await world(server, settings={"unmask_pending_ttl_ms": 50}, seed=23)
+    mod, clin, alice, admin = w["mod"], w["clin"], w["alice"], w["admin"]
+    for bad in (0, "50", 7 * 24 * 3600 * 1000 + 1):
         with pytest.raises(BadField) as exc:
-            await _world(server, settings={"unmask_pending_ttl_ms": 0}, seed=24)
+            await admin.request("create_service", name="Bad", settings={"unmask_pending_ttl_ms": bad})
         assert exc.value.field == "settings.unmask_pending_ttl_ms"
-        w = await _world(server, settings={"unmask_pending_ttl_ms": 50}, seed=23)
-        mod, clin, alice, admin = w["mod"], w["clin"], w["alice"], w["admin"]
-        first = await mod.request("unmask_request", service_id=w["service"], user_id=alice.user_id,
-                                  reason_code="safeguarding", reason="r1")
-        second = await mod.request("unmask_request", service_id=w["service"], user_id=alice.user_id,
-                                   reason_code="safeguarding", reason="r2")
-        assert first["status"] == "pending"
-        assert first["decide_by_ts"] == first["created_ts"] + 50
-        room = (await mod.request("create_room", kind="chat", name="clock", public=False,
-                                  service_id=w["service"]))["room_id"]
-        await _wait_server_clock(mod, room, max(first["decide_by_ts"], second["decide_by_ts"]))
-        # deciding a stale request: expired, never approved; audited once, by the server
-        with pytest.raises(UnmaskExpired):
-            await clin.request("unmask_approve", request_id=first["request_id"])
-        with pytest.raises(UnmaskExpired):
-            await clin.request("unmask_approve", request_id=first["request_id"])
-        with pytest.raises(UnmaskExpired):
-            await mod.request("unmask_view", request_id=first["request_id"])
-        assert await _actions(admin, first["request_id"]) == [
-            ("unmask.request", mod.user_id), ("unmask.expired", "server")]
-        # nobody touched the second one: listing notices it, shows it expired, audits it
-        assert (await clin.request("unmask_requests", service_id=w["service"], status="pending"))["requests"] == []
-        listed = (await clin.request("unmask_requests", service_id=w["service"], status="expired"))["requests"]
-        assert sorted(r["request_id"] for r in listed) == sorted([first["request_id"], second["request_id"]])
-        assert all(r["status"] == "expired" and "decided_by" not in r for r in listed)
-        assert await _actions(admin, second["request_id"]) == [
-            ("unmask.request", mod.user_id), ("unmask.expired", "server")]
-        await _close(w)
-
-    run(scenario(), timeout_s=60)
+    first = await mod.request("unmask_request", service_id=w["service"], user_id=alice.user_id,
+                              reason_code="safeguarding", reason="r1")
+    second = await mod.request("unmask_request", service_id=w["service"], user_id=alice.user_id,
+                               reason_code="safeguarding", reason="r2")
+    assert first["decide_by_ts"] == first["created_ts"] + 50
+    room = (await mod.request("create_room", kind="chat", name="clock", public=False,
+                              service_id=w["service"]))["room_id"]
+    await _wait_server_clock(mod, room, max(first["decide_by_ts"], second["decide_by_ts"]))
+    # deciding a stale request: expired, never approved; audited once, by the server
+    with pytest.raises(UnmaskExpired):
+        await clin.request("unmask_approve", request_id=first["request_id"])
+    with pytest.raises(UnmaskExpired):
+        await clin.request("unmask_approve", request_id=first["request_id"])
+    with pytest.raises(UnmaskExpired):
+        await mod.request("unmask_view", request_id=first["request_id"])
+    assert await _actions(admin, first["request_id"]) == [
+        ("unmask.request", mod.user_id), ("unmask.expired", "server")]
+    # nobody touched the second one: listing notices it, shows it expired, audits it
+    assert (await clin.request("unmask_requests", service_id=w["service"], status="pending"))["requests"] == []
+    listed = (await clin.request("unmask_requests", service_id=w["service"], status="expired"))["requests"]
+    assert sorted(r["request_id"] for r in listed) == sorted([first["request_id"], second["request_id"]])
+    assert all(r["status"] == "expired" and "decided_by" not in r for r in listed)
+    assert await _actions(admin, second["request_id"]) == [
+        ("unmask.request", mod.user_id), ("unmask.expired", "server")]
+    if cap:  # the open cap on this backend (a service with the default pending window)
+        from sharon_server.features.unmask import MAX_OPEN_PER_REQUESTER
+        w2 = await world(server, seed=25)
+        for i in range(MAX_OPEN_PER_REQUESTER):
+            await w2["mod"].request("unmask_request", service_id=w2["service"], user_id=w2["alice"].user_id,
+                                    reason_code="safeguarding", reason=f"c{i}")
+        with pytest.raises(UnmaskTooManyOpen):
+            await w2["mod"].request("unmask_request", service_id=w2["service"], user_id=w2["alice"].user_id,
+                                    reason_code="safeguarding", reason="over")
+        await _close(w2)
+    await _close(w)
