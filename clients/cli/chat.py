@@ -345,6 +345,7 @@ class ChatApp(App):
                 self._set_status(f"cannot resume: {e.code}: {e.reason}. Quit and run `sharon login`.")
                 await asyncio.Event().wait()  # nothing more to do; the user quits
             self.client = fresh
+            self.view = await MemberView.fetch(fresh)  # controls changed elsewhere meanwhile apply now
             self._set_status("reconnected")
             return
 
