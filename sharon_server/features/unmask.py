@@ -178,16 +178,18 @@ def install(ctx: Any) -> None:
             for conn in list(hub.user_conns.get(user_id, ())):
                 conn.reply(frame)
 
-    async def decide(row: Dict[str, Any], by: str, status: str, reason: Optional[str]) -> Dict[str, Any]:
+    async def decide(row: Dict[str, Any], by: str, status: str, reason: Optional[str],
+                     deadline: bool = True) -> Dict[str, Any]:
         """Move a pending request to approved/refused; UnmaskDecided if someone was first."""
         now = ctx.now_ms()
         values: Dict[str, Any] = {"status": status, "decided_by": by, "decided_ts": now, "decision_reason": reason}
         if status == "approved":
             values["expires_ts"] = now + ttl_ms()
         async with ctx.db.engine.begin() as conn:
-            result = await conn.execute(t.update().where(  # not one that expired meanwhile
-                t.c.request_id == row["request_id"], t.c.status == "pending",
-                t.c.created_ts > now - pending_ttl(row["service_id"])).values(**values))
+            where = [t.c.request_id == row["request_id"], t.c.status == "pending"]
+            if deadline:  # not one that expired meanwhile
+                where.append(t.c.created_ts > now - pending_ttl(row["service_id"]))
+            result = await conn.execute(t.update().where(*where).values(**values))
         if result.rowcount != 1:
             raise UnmaskDecided("this unmask request was already decided", "request_id")
         row.update(values)
@@ -233,7 +235,7 @@ def install(ctx: Any) -> None:
             others = [u for u in staff_of(service_id) if u != session.user_id]
             push(others, P.unmask_pending_frame(client_form(row, now)))
         else:
-            row = await decide(row, session.user_id, "approved", None)
+            row = await decide(row, session.user_id, "approved", None, deadline=False)  # no approver to wait for
             await audit(session.user_id, "unmask.approve", row, second_approver=False)
         return client_form(row, ctx.now_ms())
 
