@@ -407,3 +407,34 @@ def test_search_shows_what_history_shows(ctl_server, run):
         await _close(admin, clin, alice, bob, carol)
 
     run(scenario())
+
+
+def test_tag_listings_show_what_history_shows(ctl_server, run):
+    """``tag_posts`` reads tag rows, which a hide does not remove: the listing must apply the
+    viewer's filters like history (a hidden post is a placeholder, a blocked member's post
+    and a hidden CW category are left out)."""
+    async def scenario():
+        admin, clin, (alice, bob, carol), service, room = await _cast(ctl_server)
+        await bob.send(room, "#kestrel from bob")
+        hidden = await carol.send(room, "#kestrel my address is 1 High St")
+        warned = await carol.send(room, "#kestrel a hard night")
+        await carol.send(room, "#kestrel from carol")
+        await clin.request("mod_hide", event_id=hidden["event_id"], rule="be-kind", reason="identifying")
+        await clin.request("mod_content_warning", event_id=warned["event_id"], category="suicide")
+        await alice.request("block", user_id=bob.user_id)
+        await alice.request("cw_prefs_set", categories={"suicide": "hide"})
+
+        async def listing(client):
+            events = (await client.request("tag_posts", service_id=service, tag="kestrel"))["events"]
+            return sorted(e["content"]["body"] for e in events)
+
+        mine = await listing(alice)
+        assert "#kestrel from carol" in mine and "#kestrel from bob" not in mine
+        assert not any("High St" in b or "hard night" in b for b in mine)
+        assert len(mine) == 2  # carol's post and the hidden post's placeholder
+        theirs = await listing(bob)
+        assert not any("High St" in b for b in theirs) and "#kestrel a hard night" in theirs
+        assert any("High St" in b for b in await listing(clin))  # staff see it, with notes
+        await _close(admin, clin, alice, bob, carol)
+
+    run(scenario())

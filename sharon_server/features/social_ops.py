@@ -78,8 +78,9 @@ def handlers(social: Any) -> Dict[type, Any]:
         social.require_member(service_id, session.user_id)
         visible = social.visible_rooms(service_id, session.user_id)
         rows = await social.store.tag_posts(service_id, req.tag, visible, req.before, req.limit)
-        return {"tag": req.tag, "events": social.client_events(rows),
-                "next": rows[-1][0] if len(rows) == req.limit else None}
+        me = session.user_id  # as history shows them: hidden posts as placeholders, blocks, CWs
+        events = [e for e in (viewed(me, e) for e in social.client_events(rows)) if e is not None]
+        return {"tag": req.tag, "events": events, "next": rows[-1][0] if len(rows) == req.limit else None}
 
     def counts(pairs: Any) -> List[Dict[str, Any]]:
         return [{"tag": t, "count": c} for t, c in pairs]
