@@ -438,3 +438,32 @@ def test_tag_listings_show_what_history_shows(ctl_server, run):
         await _close(admin, clin, alice, bob, carol)
 
     run(scenario())
+
+
+def test_content_listings_leave_out_blocked_members(ctl_server, run):
+    """Forum listings read the content feature's own tables: blocks apply there as in history."""
+    from tests.test_content_support import txn
+
+    async def scenario():
+        admin, clin, (alice, bob, carol), service, room = await _cast(ctl_server)
+        forum = (await admin.request("create_room", kind="forum", name="Nights", public=True,
+                                     service_id=service))["room_id"]
+        for c in (alice, bob, carol):
+            await c.join(forum)
+        mine = await carol.request("thread_create", room_id=forum, txn_id=txn(), title="Sleep", body="tips?")
+        await bob.request("thread_create", room_id=forum, txn_id=txn(), title="From bob", body="hi")
+        await bob.request("thread_reply", room_id=forum, txn_id=txn(), thread_id=mine["event_id"], body="bob says")
+        await carol.request("thread_reply", room_id=forum, txn_id=txn(), thread_id=mine["event_id"], body="carol says")
+        await alice.request("block", user_id=bob.user_id)
+
+        def titles(listing):
+            return sorted(t["content"].get("title") for t in listing["threads"])
+
+        assert titles(await alice.request("threads", room_id=forum)) == ["Sleep"]
+        assert titles(await carol.request("threads", room_id=forum)) == ["From bob", "Sleep"]
+        thread = await alice.request("thread", room_id=forum, thread_id=mine["event_id"])
+        replies = [e["content"]["body"] for e in thread.get("replies", thread.get("events", []))]
+        assert "bob says" not in replies and "carol says" in replies
+        await _close(admin, clin, alice, bob, carol)
+
+    run(scenario())

@@ -181,23 +181,27 @@ class Marks:
 def filter_content_listings(ctx: Any, mod: Any) -> None:
     """Forum, wall, timeline and blog listings (and a thread's replies, a post's comments)
     render events from the content feature's own tables, not through ``history``: pass them
-    through the marks filter too, so a hidden thread is a placeholder in ``threads`` as it is
-    in ``history``. (A wrapper, because the content feature has no filter seam of its own.)"""
+    through the room service's event filters too (the marks, then member controls), so a
+    hidden thread is a placeholder in ``threads`` as it is in ``history``, and a blocked
+    member's thread is left out. (A wrapper, because the content feature has no filter seam of its own.)"""
     content = ctx.extras.get("content")
     original = getattr(content, "render", None)
     if original is None:
         return
 
+    filters = mod.rooms.event_filters  # moderation's marks first, then member controls (blocks, CWs)
+
+    def viewed(me: str, item: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+        room_id = item.get("room_id", "")
+        for event_filter in filters:
+            item = event_filter(me, room_id, item)
+            if item is None:
+                return None
+        return item
+
     async def render(rows: List[Any], me: str) -> List[Dict[str, Any]]:
         items = await original(rows, me)
-        if not mod.marks:
-            return items
-        out = []
-        for item in items:
-            shown = mod.event_filter(me, item.get("room_id", ""), item)
-            if shown is not None:
-                out.append(shown)
-        return out
+        return [e for e in (viewed(me, item) for item in items) if e is not None]
 
     content.render = render
     original_page = getattr(content, "related_page", None)
@@ -207,9 +211,7 @@ def filter_content_listings(ctx: Any, mod: Any) -> None:
     async def related_page(parent_id: str, rel: str, from_pos: Optional[int], limit: int,
                            me: str) -> Dict[str, Any]:
         page = await original_page(parent_id, rel, from_pos, limit, me)
-        if mod.marks:
-            page["events"] = [e for e in (mod.event_filter(me, e.get("room_id", ""), e)
-                                          for e in page["events"]) if e is not None]
+        page["events"] = [e for e in (viewed(me, e) for e in page["events"]) if e is not None]
         return page
 
     content.related_page = related_page
