@@ -523,3 +523,42 @@ def test_in_sharon_chat_a_post_hidden_by_a_moderator_disappears_from_a_peers_scr
         await t.close()
 
     run(scenario(), 60)
+
+
+def test_a_post_hidden_by_reports_out_of_hours_comes_back_when_the_review_finds_nothing(jserver, run):
+    """Hidden *pending review*: three reports hide it at night; the moderator's ``no_action``
+    shows it again (the reporters are told), while a moderator's own hide would stay."""
+    async def scenario() -> None:
+        t = await team(jserver, mods=1, members=4)
+        mod = t.mods[0]
+        author, *reporters = t.members
+        room = (await t.admin.request("create_room", kind="chat", name="Night", public=True,
+                                      service_id=t.service_id))["room_id"]
+        for c in t.members:
+            await c.join(room)
+        body = "qxfine: I am proud of my recovery, here is my day"
+        post = (await author.send(room, body, txn_id="rh-1"))["event_id"]
+        for r in reporters:
+            await r.request("report", room_id=room, event_id=post, category="other")
+        viewer = reporters[0]
+        [seen] = [e for e in (await viewer.history(room))["events"] if e["event_id"] == post]
+        assert seen["content"]["body"] != body  # hidden pending review
+        [item] = [i for i in (await mod.request("queue", service_id=t.service_id))["items"] if i["event_id"] == post]
+        assert item["hidden"] is True and item["report_count"] == 3
+        done = await mod.request("queue_resolve", item_id=item["item_id"], outcome="no_action")
+        assert done["reporters_told"] == 3 and done["unhidden"] is True
+        [seen] = [e for e in (await viewer.history(room))["events"] if e["event_id"] == post]
+        assert seen["content"]["body"] == body and not seen.get("moderation", {}).get("hidden")
+        # a moderator's own hide is not undone by a later no_action review
+        again = (await author.send(room, body + " again", txn_id="rh-2"))["event_id"]
+        await mod.request("mod_hide", event_id=again, rule="be-kind", reason="Checking this one.")
+        for r in reporters:
+            await r.request("report", room_id=room, event_id=again, category="other")
+        [item] = [i for i in (await mod.request("queue", service_id=t.service_id))["items"]
+                  if i["event_id"] == again]
+        assert (await mod.request("queue_resolve", item_id=item["item_id"], outcome="no_action"))["unhidden"] is False
+        [seen] = [e for e in (await viewer.history(room))["events"] if e["event_id"] == again]
+        assert seen["content"]["body"] != body + " again"
+        await t.close()
+
+    run(scenario(), 60)

@@ -174,8 +174,25 @@ class Marks:
         row = await self.ctx.db.events.get_event(event_id)
         if row is None or row.room_id != room_id:
             raise NotFound(f"no event {event_id} in room {room_id}", "event_id")
+        old = self.marks.get(event_id)
+        if not by and old is not None and old["hidden"]:  # already hidden (by a moderator): leave it be
+            return {"event_id": event_id, "room_id": room_id, "hidden": True, "redacted": old["redacted"],
+                    "content_warning": old["cw"], "announced": None}
         by = by or "server"  # an automatic hide (e.g. out of hours) may have no acting person
         return await self.set_mark(by, room_id, event_id, row.sender, "hide", rule=rule, reason=reason, hidden=True)
+
+    async def unhide_automatic(self, room_id: str, event_id: str, by: str, reason: str) -> bool:
+        """Undo an automatic hide (``hide`` with no acting person, e.g. after reports out of
+        hours) once staff found nothing wrong; a hide or redaction by a moderator stays. True
+        if the event was shown again."""
+        mark = self.marks.get(event_id)
+        if mark is None or not mark["hidden"] or mark["redacted"] or mark.get("by_user") != "server":
+            return False
+        row = await self.ctx.db.events.get_event(event_id)
+        if row is None or row.room_id != room_id:
+            return False
+        await self.set_mark(by, room_id, event_id, row.sender, "unhide", rule=None, reason=reason, hidden=False)
+        return True
 
 
 def filter_content_listings(ctx: Any, mod: Any) -> None:

@@ -790,7 +790,19 @@ def install(ctx: Any) -> None:
         told = await t.resolve(item, req.outcome, session.user_id, req.note)
         await audit(session.user_id, "triage.resolve", member=item.subject_user, service=item.service_id,
                     details={"item_id": item.item_id, "outcome": req.outcome, "reporters_told": told})
-        return {"item_id": item.item_id, "outcome": req.outcome, "reporters_told": told}
+        shown = False
+        if item.hidden and item.event_id and req.outcome == "no_action":  # hidden pending review: reviewed
+            unhide = getattr(ctx.extras.get("moderation"), "unhide_automatic", None)
+            if unhide is not None:
+                try:
+                    shown = await unhide(item.room_id, item.event_id, session.user_id,
+                                         "a moderator has looked at it and it can stay")
+                except Exception:  # noqa: BLE001 - the item is resolved; staff can still unhide by hand
+                    log.failure("triage.unhide_failed", item_id=item.item_id)
+        out = {"item_id": item.item_id, "outcome": req.outcome, "reporters_told": told}
+        if item.hidden:  # hidden by reports: whether the review showed it again
+            out["unhidden"] = shown
+        return out
 
     async def escalate(conn: Any, req: P.QueueEscalate) -> Dict[str, Any]:
         session = conn.require_session()
