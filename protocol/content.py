@@ -16,15 +16,12 @@ Requests are plain frozen attrs classes built from a field table, one per op.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Optional, Tuple
-
-import attr
+from typing import Any, Dict, Optional
 
 from protocol.errors import BadField
 from protocol.events import CLIENT_ROOM_KINDS
-from protocol.frames import (
-    read_bool, read_event_id, read_int, read_room_id, read_str, read_user_id, register_request,
-)
+from protocol.fields import Reader, event, make_request, room, text, user
+from protocol.frames import read_bool, read_int
 
 __all__ = [
     "THREAD", "REPLY", "THREAD_STATE", "POST", "COMMENT", "BLOG_POST", "EDIT", "REACTION", "PRESENT",
@@ -53,35 +50,10 @@ MAX_PAGE = 100
 MAX_DRAFT_CHARS = 60000
 """Drafts not yet tied to a blog are capped at the largest limit a service may set."""
 
-Reader = Callable[[Dict[str, Any]], Any]
-
-
-def _s(name: str, lo: int = 0, hi: Optional[int] = None, optional: bool = False) -> Reader:
-    return lambda f: read_str(f, name, min_len=lo, max_len=hi, optional=optional)
-
-
-def _room(name: str = "room_id", optional: bool = False) -> Reader:
-    def read(f: Dict[str, Any]) -> Optional[str]:
-        if optional and f.get(name) is None:
-            return None
-        return str(read_room_id(f, name))
-    return read
-
-
-def _user(name: str = "user_id", optional: bool = False) -> Reader:
-    def read(f: Dict[str, Any]) -> Optional[str]:
-        if optional and f.get(name) is None:
-            return None
-        return str(read_user_id(f, name))
-    return read
-
-
-def _event(name: str, optional: bool = False) -> Reader:
-    def read(f: Dict[str, Any]) -> Optional[str]:
-        if optional and f.get(name) is None:
-            return None
-        return str(read_event_id(f, name))
-    return read
+_s = text
+_room = room
+_user = user
+_event = event
 
 
 def _int(name: str, default: Optional[int], lo: int, hi: Optional[int]) -> Reader:
@@ -107,13 +79,7 @@ REQUESTS: Dict[str, type] = {}
 
 def _request(op: str, doc: str, **fields: Reader) -> type:
     """Define and register the request class for ``op`` with ``fields`` read in order."""
-    name = "".join(part.capitalize() for part in op.split("_"))
-    cls = attr.make_class(name, ["id", *fields], frozen=True, slots=True)
-    cls.__doc__ = doc
-    readers: Tuple[Reader, ...] = tuple(fields.values())
-    register_request(op, lambda f, rid: cls(rid, *(r(f) for r in readers)))
-    REQUESTS[op] = cls
-    return cls
+    return make_request(REQUESTS, op, doc, **fields)
 
 
 def _thread_state_fields(f: Dict[str, Any]) -> Dict[str, bool]:

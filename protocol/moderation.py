@@ -10,14 +10,11 @@ house rules, the per-service settings (``premoderation``, ``premod_first_posts``
 from __future__ import annotations
 
 import datetime
-from typing import Any, Callable, Dict, List, Optional, Tuple
-
-import attr
+from typing import Any, Dict, List, Optional, Tuple
 
 from protocol.errors import BadField, MissingField
-from protocol.frames import (
-    read_bool, read_event_id, read_int, read_room_id, read_str, read_user_id, register_request,
-)
+from protocol.fields import Reader, event, make_request, room, text, user
+from protocol.frames import read_bool, read_int, read_str
 from protocol.spaces import register_setting
 
 __all__ = [
@@ -150,32 +147,16 @@ def appeal_notice(outcome: str, reason: str) -> str:
 
 
 # -- requests ---------------------------------------------------------------------------------
-Reader = Callable[[Dict[str, Any]], Any]
 REQUESTS: Dict[str, type] = {}
 
 
 def _s(name: str, lo: int = 1, hi: Optional[int] = None, optional: bool = False) -> Reader:
-    return lambda f: read_str(f, name, min_len=lo, max_len=hi, optional=optional)
+    return text(name, lo, hi, optional)
 
 
-def _room(name: str, optional: bool = False) -> Reader:
-    def read(f: Dict[str, Any]) -> Optional[str]:
-        if optional and f.get(name) is None:
-            return None
-        return str(read_room_id(f, name))
-    return read
-
-
-def _user(name: str = "user_id", optional: bool = False) -> Reader:
-    def read(f: Dict[str, Any]) -> Optional[str]:
-        if optional and f.get(name) is None:
-            return None
-        return str(read_user_id(f, name))
-    return read
-
-
-def _event(name: str = "event_id") -> Reader:
-    return lambda f: str(read_event_id(f, name))
+_room = room
+_user = user
+_event = event
 
 
 def _choice(name: str, choices: Tuple[str, ...], optional: bool = False) -> Reader:
@@ -199,13 +180,7 @@ _UNTIL = lambda f: read_int(f, "until_ts", None, 0, 2**53 - 1)  # noqa: E731
 
 def _request(op: str, doc: str, **fields: Reader) -> type:
     """Define and register the request class for ``op`` with ``fields`` read in order."""
-    name = "".join(part.capitalize() for part in op.split("_"))
-    cls = attr.make_class(name, ["id", *fields], frozen=True, slots=True)
-    cls.__doc__ = doc
-    readers = tuple(fields.values())
-    register_request(op, lambda f, rid: cls(rid, *(r(f) for r in readers)))
-    REQUESTS[op] = cls
-    return cls
+    return make_request(REQUESTS, op, doc, **fields)
 
 
 # pre-moderation
