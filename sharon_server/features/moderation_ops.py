@@ -111,33 +111,28 @@ def register(mod: Any) -> None:
         await mod.require_staff(mod.service_for(row.room_id), session.user_id)
         return row
 
-    async def mod_hide(conn: Any, req: Any) -> Dict[str, Any]:
+    async def apply_mark(conn: Any, req: Any, action: str, **flags: Any) -> Dict[str, Any]:
+        """The one path of mod_hide, mod_unhide, mod_redact and mod_content_warning: staff of
+        the event's service only; a rule given must be one of the service's rules."""
         session = conn.require_session()
         row = await target(session, req.event_id)
-        mod.rule(mod.service_for(row.room_id), req.rule)
-        return await mod.set_mark(session.user_id, row.room_id, row.event_id, row.sender, "hide",
-                                  rule=req.rule, reason=req.reason, hidden=True)
+        rule = getattr(req, "rule", None)
+        if rule is not None:
+            mod.rule(mod.service_for(row.room_id), rule)
+        return await mod.set_mark(session.user_id, row.room_id, row.event_id, row.sender, action,
+                                  rule=rule, reason=req.reason, **flags)
+
+    async def mod_hide(conn: Any, req: Any) -> Dict[str, Any]:
+        return await apply_mark(conn, req, "hide", hidden=True)
 
     async def mod_unhide(conn: Any, req: Any) -> Dict[str, Any]:
-        session = conn.require_session()
-        row = await target(session, req.event_id)
-        return await mod.set_mark(session.user_id, row.room_id, row.event_id, row.sender, "unhide",
-                                  rule=None, reason=req.reason, hidden=False)
+        return await apply_mark(conn, req, "unhide", hidden=False)
 
     async def mod_redact(conn: Any, req: Any) -> Dict[str, Any]:
-        session = conn.require_session()
-        row = await target(session, req.event_id)
-        mod.rule(mod.service_for(row.room_id), req.rule)
-        return await mod.set_mark(session.user_id, row.room_id, row.event_id, row.sender, "redact",
-                                  rule=req.rule, reason=req.reason, redacted=True)
+        return await apply_mark(conn, req, "redact", redacted=True)
 
     async def mod_content_warning(conn: Any, req: Any) -> Dict[str, Any]:
-        session = conn.require_session()
-        row = await target(session, req.event_id)
-        if req.rule is not None:
-            mod.rule(mod.service_for(row.room_id), req.rule)
-        return await mod.set_mark(session.user_id, row.room_id, row.event_id, row.sender, "cw",
-                                  rule=req.rule, reason=req.reason, cw=req.category)
+        return await apply_mark(conn, req, "cw", cw=req.category)
 
     async def mod_lock(conn: Any, req: Any) -> Dict[str, Any]:
         """Lock through the content feature's own ``ps.thread.state`` (staff, joined)."""
