@@ -85,19 +85,25 @@ def register(mod: Any) -> None:
         log.info("moderation.sanction", kind=req.kind, sanction_id=row["sanction_id"], service_id=service_id)
         return dict(mod.staff_form(row), **effects)
 
-    async def with_appeals(rows: List[Dict[str, Any]]) -> Dict[str, Dict[str, Any]]:
-        return await store.appeals_of([r["sanction_id"] for r in rows])
-
-    async def sanctions(conn: Any, req: Any) -> Dict[str, Any]:
+    async def staff_scope(conn: Any, req: Any, what: str) -> Optional[List[Optional[str]]]:
+        """The services a staff listing (sanctions, appeals) covers: ``req.service_id`` if
+        the caller is its staff, else every service the caller is staff of (None: all, for
+        an admin); Forbidden for a caller who is staff nowhere."""
         session = conn.require_session()
         await services.refresh_admins()
         if req.service_id is not None:
             await mod.require_staff(req.service_id, session.user_id)
-            scope: Optional[List[Optional[str]]] = [req.service_id]
-        else:
-            scope = mod.staff_services(session.user_id)
-            if scope is not None and not scope:
-                raise Forbidden("only staff can list sanctions")
+            return [req.service_id]
+        scope = mod.staff_services(session.user_id)
+        if scope is not None and not scope:
+            raise Forbidden(f"only staff can list {what}")
+        return scope
+
+    async def with_appeals(rows: List[Dict[str, Any]]) -> Dict[str, Dict[str, Any]]:
+        return await store.appeals_of([r["sanction_id"] for r in rows])
+
+    async def sanctions(conn: Any, req: Any) -> Dict[str, Any]:
+        scope = await staff_scope(conn, req, "sanctions")
         rows = await store.sanctions(scope, req.user_id, req.limit)
         if req.active:
             now = mod.now_ms()
@@ -166,14 +172,7 @@ def register(mod: Any) -> None:
 
     async def appeals(conn: Any, req: Any) -> Dict[str, Any]:
         session = conn.require_session()
-        await services.refresh_admins()
-        if req.service_id is not None:
-            await mod.require_staff(req.service_id, session.user_id)
-            scope: Optional[List[Optional[str]]] = [req.service_id]
-        else:
-            scope = mod.staff_services(session.user_id)
-            if scope is not None and not scope:
-                raise Forbidden("only staff can list appeals")
+        scope = await staff_scope(conn, req, "appeals")
         rows = await store.appeals(scope, not req.all, req.limit)
         out = []
         for a in rows:
