@@ -18,7 +18,8 @@ import time
 from typing import Any, Callable, Dict, List
 
 from clients.cli import render
-from clients.cli.main import authed, out, print_json
+from clients.cli.main import out, print_json
+from clients.cli.main import call as _call
 
 __all__ = ["register", "mute_filter", "CW_CATEGORIES"]
 
@@ -31,14 +32,6 @@ def mute_filter(words: List[str]) -> Callable[[Dict[str, Any]], bool]:
     words, case-insensitive): the same rule as the server's (``clients.cli.member_view``)."""
     from clients.cli.member_view import MemberView
     return MemberView(words).muted
-
-
-async def _call(args: argparse.Namespace, op: str, **fields: Any) -> Dict[str, Any]:
-    client = await authed(args)
-    try:
-        return await client.request(op, **fields)
-    finally:
-        await client.close()
 
 
 def _who(entry: Dict[str, Any]) -> str:

@@ -13,7 +13,8 @@ import sys
 from typing import Any, Callable, Dict
 
 from clients.cli import render
-from clients.cli.main import CliError, authed, out, print_json
+from clients.cli.main import CliError, out, print_json
+from clients.cli.main import call as _call
 
 __all__ = ["register"]
 
@@ -31,14 +32,6 @@ def _read_identity(path: str) -> Dict[str, Any]:
     if not isinstance(value, dict):
         raise CliError("usage", "the identity must be a JSON object")
     return value
-
-
-async def _call(args: argparse.Namespace, op: str, **fields: Any) -> Dict[str, Any]:
-    client = await authed(args)
-    try:
-        return await client.request(op, **fields)
-    finally:
-        await client.close()
 
 
 async def cmd_invite(args: argparse.Namespace) -> int:

@@ -7,7 +7,8 @@ import json
 from typing import Any, Callable, Dict
 
 from clients.cli import render
-from clients.cli.main import CliError, authed, out, print_json
+from clients.cli.main import CliError, out, print_json
+from clients.cli.main import call as _call
 
 __all__ = ["register"]
 
@@ -22,14 +23,6 @@ def _settings(text: str) -> Dict[str, Any]:
     if not isinstance(value, dict):
         raise argparse.ArgumentTypeError("settings must be a JSON object")
     return value
-
-
-async def _call(args: argparse.Namespace, op: str, **fields: Any) -> Dict[str, Any]:
-    client = await authed(args)
-    try:
-        return await client.request(op, **fields)
-    finally:
-        await client.close()
 
 
 async def cmd_services(args: argparse.Namespace) -> int:

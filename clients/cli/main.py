@@ -22,7 +22,7 @@ from clients.config import ConfigError, Session, delete_session, load_session, s
 from protocol.errors import SharonError, UnknownToken
 
 __all__ = ["main", "build_parser", "CliError", "DEFAULT_SERVER", "format_error",
-           "authed", "out", "err", "room_id_of", "print_json"]
+           "authed", "call", "out", "err", "room_id_of", "print_json"]
 
 DEFAULT_SERVER = "ws://127.0.0.1:8448/ws"
 ROOM_KINDS = ("chat", "dm", "forum", "wall", "blog")
@@ -214,6 +214,16 @@ async def _authed(args: argparse.Namespace) -> Any:
         await client.close()
         raise
     return client
+
+
+async def call(args: argparse.Namespace, op: str, **fields: Any) -> Dict[str, Any]:
+    """One request on a fresh authenticated connection, closed afterwards (the commands of
+    spaces, invites and controls use it)."""
+    client = await _authed(args)
+    try:
+        return await client.request(op, **fields)
+    finally:
+        await client.close()
 
 
 async def _sign_in(args: argparse.Namespace, op: str) -> int:
