@@ -7,7 +7,7 @@ member is never told, nobody else can read another member's mute words or prefer
 from __future__ import annotations
 
 import re
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import attr
 
@@ -17,7 +17,7 @@ from protocol.ids import UserID
 
 __all__ = [
     "CW_CATEGORIES", "CW_CHOICES", "MAX_BLOCKS", "MAX_MUTE_WORDS", "MAX_MUTE_WORD_CHARS",
-    "MAX_BREAK_MS", "normalise_word", "mute_pattern", "read_words", "read_cw_prefs",
+    "MAX_BREAK_MS", "normalise_word", "mute_pattern", "cw_category", "read_words", "read_cw_prefs",
     "Block", "Unblock", "Blocks", "MuteWordsSet", "MuteWords", "CwPrefsSet", "CwPrefs",
     "BreakSet", "Controls",
 ]
@@ -48,6 +48,19 @@ def mute_pattern(words: List[str]) -> Optional["re.Pattern[str]"]:
         return None
     alts = "|".join(re.escape(w).replace(r"\ ", r"\s+") for w in sorted(words, key=len, reverse=True))
     return re.compile(rf"(?<!\w)(?:{alts})(?!\w)", re.IGNORECASE)
+
+
+def cw_category(event: Mapping[str, Any]) -> Optional[str]:
+    """The content-warning category an event carries (``content_warning`` on the event as
+    moderation decorates it in history, or in its content), given as a string or as
+    ``{"category": ...}``; None if none. The server and clients read it the same way."""
+    cw = event.get("content_warning")
+    if cw is None:
+        content = event.get("content")
+        cw = content.get("content_warning") if isinstance(content, dict) else None
+    if isinstance(cw, dict):
+        cw = cw.get("category")
+    return cw if type(cw) is str else None
 
 
 def read_words(frame: Dict[str, Any], name: str = "words") -> List[str]:

@@ -14,24 +14,12 @@ from __future__ import annotations
 
 from typing import Any, Dict, Iterable, Mapping, Optional
 
-from protocol.controls import mute_pattern
+from protocol.controls import cw_category, mute_pattern
 from protocol.errors import SharonError
 
 __all__ = ["MemberView", "SHOW", "BLUR", "HIDE", "cw_category", "blurred_copy"]
 
 SHOW, BLUR, HIDE = "show", "blur", "hide"
-
-
-def cw_category(event: Mapping[str, Any]) -> Optional[str]:
-    """The content-warning category an event carries (on the event, as history decorates
-    it, or in its content), or None; the same reading as the server's."""
-    cw = event.get("content_warning")
-    if cw is None:
-        content = event.get("content")
-        cw = content.get("content_warning") if isinstance(content, dict) else None
-    if isinstance(cw, dict):
-        cw = cw.get("category")
-    return cw if type(cw) is str else None
 
 
 class MemberView:

@@ -149,7 +149,7 @@ class Controls:
             return None
         prefs = self.cw.get(viewer)
         if prefs:
-            category = _cw_category(event)
+            category = P.cw_category(event)
             choice = prefs.get(category) if category else None
             if choice == "hide":
                 return None
@@ -179,18 +179,6 @@ class Controls:
         except sa.exc.IntegrityError:  # a concurrent first write won the insert
             async with self.db.engine.begin() as conn:
                 await conn.execute(update)
-
-
-def _cw_category(event: Dict[str, Any]) -> Optional[str]:
-    """The content-warning category an event carries (``content_warning`` on the event as
-    decorated by moderation, or in its content), as a string or ``{"category": ...}``."""
-    cw = event.get("content_warning")
-    if cw is None:
-        content = event.get("content")
-        cw = content.get("content_warning") if isinstance(content, dict) else None
-    if isinstance(cw, dict):
-        cw = cw.get("category")
-    return cw if type(cw) is str else None
 
 
 def install(ctx: Any) -> None:
