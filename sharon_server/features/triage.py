@@ -649,6 +649,14 @@ def install(ctx: Any) -> None:
     def is_admin(service_id: str, user_id: str) -> bool:
         return services.is_admin(user_id) or services.role(service_id, user_id) == "admin"
 
+    def workable_item(session: Any, item_id: str) -> Item:
+        """An item the caller may release, resolve or escalate: claimed by nobody or by the
+        caller (a service or server admin may act on another's claim)."""
+        item = require_item(session, item_id)
+        if item.claimed_by not in (None, session.user_id) and not is_admin(item.service_id, session.user_id):
+            raise TriageItemClaimed("someone else has claimed this item", "item_id")
+        return item
+
     # -- reports ------------------------------------------------------------------------------
     async def report(conn: Any, req: P.Report) -> Dict[str, Any]:
         session = conn.require_session()
@@ -773,9 +781,7 @@ def install(ctx: Any) -> None:
 
     async def release(conn: Any, req: P.QueueRelease) -> Dict[str, Any]:
         session = conn.require_session()
-        item = require_item(session, req.item_id)
-        if item.claimed_by not in (None, session.user_id) and not is_admin(item.service_id, session.user_id):
-            raise TriageItemClaimed("someone else has claimed this item", "item_id")
+        item = workable_item(session, req.item_id)
         item.claimed_by, item.status = None, "open"
         await t._save(item)
         await audit(session.user_id, "triage.release", member=item.subject_user, service=item.service_id,
@@ -784,9 +790,7 @@ def install(ctx: Any) -> None:
 
     async def resolve(conn: Any, req: P.QueueResolve) -> Dict[str, Any]:
         session = conn.require_session()
-        item = require_item(session, req.item_id)
-        if item.claimed_by not in (None, session.user_id) and not is_admin(item.service_id, session.user_id):
-            raise TriageItemClaimed("someone else has claimed this item", "item_id")
+        item = workable_item(session, req.item_id)
         told = await t.resolve(item, req.outcome, session.user_id, req.note)
         await audit(session.user_id, "triage.resolve", member=item.subject_user, service=item.service_id,
                     details={"item_id": item.item_id, "outcome": req.outcome, "reporters_told": told})
@@ -806,9 +810,7 @@ def install(ctx: Any) -> None:
 
     async def escalate(conn: Any, req: P.QueueEscalate) -> Dict[str, Any]:
         session = conn.require_session()
-        item = require_item(session, req.item_id)
-        if item.claimed_by not in (None, session.user_id) and not is_admin(item.service_id, session.user_id):
-            raise TriageItemClaimed("someone else has claimed this item", "item_id")
+        item = workable_item(session, req.item_id)
         clinicians = t.members_with(item.service_id, ("clinician",)) - {session.user_id, item.subject_user}
         if not clinicians:
             raise NoClinician("this service has no clinician to escalate to", "item_id")
