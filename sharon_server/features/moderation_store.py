@@ -36,14 +36,18 @@ class ModerationStore:
             result = await conn.execute(stmt)
             return result.rowcount
 
-    # -- held posts -------------------------------------------------------------------
-    async def insert_held(self, row: Dict[str, Any]) -> bool:
-        """Insert a held post; False if (author, txn_id) already has one."""
+    async def _insert_unique(self, table: Any, row: Dict[str, Any]) -> bool:
+        """Insert ``row``; False if a unique key already holds one (held posts, appeals)."""
         try:
-            await self._write(mod_held.insert().values(**row))
+            await self._write(table.insert().values(**row))
             return True
         except IntegrityError:
             return False
+
+    # -- held posts -------------------------------------------------------------------
+    async def insert_held(self, row: Dict[str, Any]) -> bool:
+        """Insert a held post; False if (author, txn_id) already has one."""
+        return await self._insert_unique(mod_held, row)
 
     async def held_by_txn(self, author: str, txn_id: str) -> Optional[Dict[str, Any]]:
         rows = await self._read(sa.select(mod_held).where(
@@ -156,11 +160,7 @@ class ModerationStore:
     # -- appeals --------------------------------------------------------------------------
     async def insert_appeal(self, row: Dict[str, Any]) -> bool:
         """Insert an appeal; False if the sanction already has one."""
-        try:
-            await self._write(mod_appeals.insert().values(**row))
-            return True
-        except IntegrityError:
-            return False
+        return await self._insert_unique(mod_appeals, row)
 
     async def appeal(self, appeal_id: str) -> Optional[Dict[str, Any]]:
         rows = await self._read(sa.select(mod_appeals).where(mod_appeals.c.appeal_id == appeal_id))
