@@ -15,7 +15,7 @@ import time
 from typing import Any, Callable, Dict, List, Optional
 
 from clients.cli import render
-from clients.cli.main import authed, err, out, print_json, room_id_of
+from clients.cli.main import authed, call, err, out, print_json, room_id_of
 
 __all__ = ["register", "format_countdown", "queue_lines"]
 
@@ -79,11 +79,7 @@ async def cmd_report(args: argparse.Namespace) -> int:
 
 async def cmd_my_reports(args: argparse.Namespace) -> int:
     """``sharon my-reports``: your reports and how they ended."""
-    client = await authed(args)
-    try:
-        reports = (await client.request("my_reports"))["reports"]
-    finally:
-        await client.close()
+    reports = (await call(args, "my_reports"))["reports"]
     for r in reports:
         if args.json:
             print_json(r)
@@ -95,11 +91,7 @@ async def cmd_my_reports(args: argparse.Namespace) -> int:
 
 async def cmd_duty(args: argparse.Namespace) -> int:
     """``sharon duty on|off SERVICE``: prints who is on duty now."""
-    client = await authed(args)
-    try:
-        result = await client.request("duty", service_id=args.service, on=args.state == "on")
-    finally:
-        await client.close()
+    result = await call(args, "duty", service_id=args.service, on=args.state == "on")
     if args.json:
         print_json(result)
         return 0
@@ -113,11 +105,7 @@ async def cmd_duty(args: argparse.Namespace) -> int:
 
 async def cmd_rota(args: argparse.Namespace) -> int:
     """``sharon rota SERVICE``: who is on duty now, the weekly schedule and the fallback."""
-    client = await authed(args)
-    try:
-        result = await client.request("rota", service_id=args.service)
-    finally:
-        await client.close()
+    result = await call(args, "rota", service_id=args.service)
     if args.json:
         print_json(result)
         return 0
