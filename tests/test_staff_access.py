@@ -46,13 +46,23 @@ async def _close(w):
             await value.close()
 
 
+def _in_world(run, body, *world_args, **world_kw):
+    """Run ``body(w)`` as the test's scenario on a fresh ``_world(*world_args, **world_kw)``,
+    closing its connections afterwards (the setup and teardown every scenario here shares)."""
+    async def scenario():
+        w = await _world(*world_args, **world_kw)
+        await body(w)
+        await _close(w)
+
+    run(scenario(), timeout_s=60)
+
+
 async def _audit(admin, action, **filters):
     return (await admin.request("audit_query", action=action, limit=50, **filters))["entries"]
 
 
 def test_observe_without_membership_live_history_and_audit(shared, run):
-    async def scenario():
-        w = await _world(shared)
+    async def scenario(w):
         alice, bob, mod, admin = w["alice"], w["bob"], w["mod"], w["admin"]
         room = (await alice.request("create_room", kind="chat", name="Night feeds", public=False,
                                     service_id=w["service"]))["room_id"]
@@ -95,14 +105,12 @@ def test_observe_without_membership_live_history_and_audit(shared, run):
         with pytest.raises(NotFound):
             await mod.request("moderate_leave", room_id=room)
         await second.close()
-        await _close(w)
 
-    run(scenario(), timeout_s=60)
+    _in_world(run, scenario, shared)
 
 
 def test_visible_join_of_a_dm_shows_a_staff_badge(shared, run):
-    async def scenario():
-        w = await _world(shared)
+    async def scenario(w):
         alice, bob, clin, admin = w["alice"], w["bob"], w["clin"], w["admin"]
         dm = (await alice.request("create_dm", user_id=bob.user_id))["room_id"]
         await alice.sync()
@@ -120,14 +128,12 @@ def test_visible_join_of_a_dm_shows_a_staff_badge(shared, run):
         assert len(await _audit(admin, "staff.join", actor=clin.user_id)) == 1
         await clin.request("moderate_leave", room_id=dm)
         assert dm not in {r["room_id"] for r in await clin.rooms()}
-        await _close(w)
 
-    run(scenario(), timeout_s=60)
+    _in_world(run, scenario, shared)
 
 
 def test_who_may_moderate_which_room(shared, run):
-    async def scenario():
-        w = await _world(shared)
+    async def scenario(w):
         alice, bob, admin = w["alice"], w["bob"], w["admin"]
         room = (await alice.request("create_room", kind="chat", name="Service room", public=True,
                                     service_id=w["service"]))["room_id"]
@@ -161,14 +167,12 @@ def test_who_may_moderate_which_room(shared, run):
         with pytest.raises(BadField) as exc:
             await admin.request("audit_query", limit=0)
         assert exc.value.field == "limit"
-        await _close(w)
 
-    run(scenario(), timeout_s=60)
+    _in_world(run, scenario, shared)
 
 
 def test_every_service_room_and_dm_carries_the_moderation_notice(shared, run):
-    async def scenario():
-        w = await _world(shared)
+    async def scenario(w):
         alice, bob, mod = w["alice"], w["bob"], w["mod"]
         await mod.request("moderate_join", room_id=w["service"])
         for kind in ("chat", "forum"):
@@ -185,14 +189,12 @@ def test_every_service_room_and_dm_carries_the_moderation_notice(shared, run):
         # no op lets a client send it (only the server sets it)
         with pytest.raises(UnknownOp):
             await alice.request("send_event", room_id=dm, type=NOTICE, state_key="", content={"notice": "x"})
-        await _close(w)
 
-    run(scenario(), timeout_s=60)
+    _in_world(run, scenario, shared)
 
 
 def test_member_cards_carry_no_identity(shared, run):
-    async def scenario():
-        w = await _world(shared)
+    async def scenario(w):
         alice, mod, clin = w["alice"], w["mod"], w["clin"]
         identity = make_identity(101)
         await put_identity(shared, alice.user_id, identity)
@@ -213,9 +215,8 @@ def test_member_cards_carry_no_identity(shared, run):
         assert exc.value.field == "user_id"
         entries = await _audit(w["admin"], "staff.card", member=alice.user_id)
         assert {e["actor"] for e in entries} == {mod.user_id, clin.user_id}
-        await _close(w)
 
-    run(scenario(), timeout_s=60)
+    _in_world(run, scenario, shared)
 
 
 def test_cli_moderates_cards_unmasks_and_reads_the_audit(shared, run, tmp_path):
@@ -317,9 +318,8 @@ def test_start_up_adds_the_notice_to_rooms_that_lack_it(server_factory, run):
 
 
 def test_losing_the_staff_role_ends_an_observation(shared, run):
-    async def scenario():
+    async def scenario(w):
         import asyncio
-        w = await _world(shared)
         alice, mod, admin = w["alice"], w["mod"], w["admin"]
         room = (await alice.request("create_room", kind="chat", name="R", public=True,
                                     service_id=w["service"]))["room_id"]
@@ -339,16 +339,14 @@ def test_losing_the_staff_role_ends_an_observation(shared, run):
         assert (await mod.request("moderating"))["rooms"][0]["entitled"] is False
         with pytest.raises(Forbidden):
             await mod.request("moderate_join", room_id=room)
-        await _close(w)
 
-    run(scenario(), timeout_s=60)
+    _in_world(run, scenario, shared)
 
 
 def test_an_observer_resumes_without_a_gap(shared, run):
-    async def scenario():
+    async def scenario(w):
         from clients.client import SharonClient
         from tests.helpers import PASSWORD
-        w = await _world(shared)
         alice, mod = w["alice"], w["mod"]
         room = (await alice.request("create_room", kind="chat", name="R", public=False,
                                     service_id=w["service"]))["room_id"]
@@ -362,9 +360,8 @@ def test_an_observer_resumes_without_a_gap(shared, run):
         [missed] = await messages_until(back, 1)
         assert missed["content"]["body"] == "while the moderator was away" and missed["room_id"] == room
         await back.close()
-        await _close(w)
 
-    run(scenario(), timeout_s=60)
+    _in_world(run, scenario, shared)
 
 
 def test_the_chat_room_list_keeps_the_notice():
@@ -379,8 +376,7 @@ def test_staff_of_a_service_moderate_its_own_room(shared, run):
     """A service's own room (kind ``space``) belongs to that service for moderation as it does
     for observing: its moderator may hide a post there and sees it with notes; peers get the
     placeholder; a moderator of another service is refused."""
-    async def scenario():
-        w = await _world(shared)
+    async def scenario(w):
         alice, bob, mod, other_mod = w["alice"], w["bob"], w["mod"], w["other_mod"]
         service = w["service"]
         post = await alice.send(service, "my name is on this post")
@@ -401,9 +397,8 @@ def test_staff_of_a_service_moderate_its_own_room(shared, run):
         # an observing moderator of the service room gets the same staff view
         await mod.request("moderate_join", room_id=service)
         assert the_post(await all_history(mod, service))["content"]["body"] == "my name is on this post"
-        await _close(w)
 
-    run(scenario(), timeout_s=60)
+    _in_world(run, scenario, shared)
 
 
 async def _no_more_messages(client, why):
@@ -419,8 +414,7 @@ async def _no_more_messages(client, why):
 def test_leaving_the_service_ends_an_observation_at_once(shared, run):
     """A staff member who leaves the service stops receiving the rooms they observe on the
     live connection at once, as when the role is taken away; a server admin does not."""
-    async def scenario():
-        w = await _world(shared)
+    async def scenario(w):
         alice, mod, clin, admin = w["alice"], w["mod"], w["clin"], w["admin"]
         room = (await alice.request("create_room", kind="chat", name="R", public=True,
                                     service_id=w["service"]))["room_id"]
@@ -445,6 +439,5 @@ def test_leaving_the_service_ends_an_observation_at_once(shared, run):
         await admin.leave(w["service"])
         await alice.send(room, "three")
         assert "three" in [e["content"]["body"] for e in await messages_until(admin, 1)]
-        await _close(w)
 
-    run(scenario(), timeout_s=60)
+    _in_world(run, scenario, shared)

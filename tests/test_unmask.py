@@ -46,6 +46,17 @@ async def _close(w):
             await value.close()
 
 
+def _in_world(run, body, *world_args, **world_kw):
+    """Run ``body(w)`` as the test's scenario on a fresh ``_world(*world_args, **world_kw)``,
+    closing its connections afterwards (the setup and teardown every scenario here shares)."""
+    async def scenario():
+        w = await _world(*world_args, **world_kw)
+        await body(w)
+        await _close(w)
+
+    run(scenario(), timeout_s=60)
+
+
 async def _actions(admin, request_id):
     """The audit entries of one request, oldest first, as (action, actor)."""
     entries = (await admin.request("audit_query", limit=100))["entries"]
@@ -61,8 +72,7 @@ async def _push(client, op):
 
 
 def test_a_second_approver_releases_the_identity_to_the_requester_only(shared, run):
-    async def scenario():
-        w = await _world(shared, seed=11)
+    async def scenario(w):
         mod, clin, alice, admin = w["mod"], w["clin"], w["alice"], w["admin"]
         await clin.sync()
         await mod.sync()
@@ -104,14 +114,12 @@ def test_a_second_approver_releases_the_identity_to_the_requester_only(shared, r
         # the audit trail itself holds no identity
         trail = (await admin.request("audit_query", member=alice.user_id, limit=100))["entries"]
         assert trail and contains_any(trail, values_of(w["identity"])) == []
-        await _close(w)
 
-    run(scenario(), timeout_s=60)
+    _in_world(run, scenario, shared, seed=11)
 
 
 def test_a_refused_request_never_shows_the_identity(shared, run):
-    async def scenario():
-        w = await _world(shared, seed=12)
+    async def scenario(w):
         mod, clin, alice, admin = w["mod"], w["clin"], w["alice"], w["admin"]
         rid = (await clin.request("unmask_request", service_id=w["service"], user_id=alice.user_id,
                                   reason_code="clinical_review", reason="review"))["request_id"]
@@ -120,14 +128,12 @@ def test_a_refused_request_never_shows_the_identity(shared, run):
         with pytest.raises(UnmaskNotApproved):
             await clin.request("unmask_view", request_id=rid)
         assert await _actions(admin, rid) == [("unmask.request", clin.user_id), ("unmask.refuse", mod.user_id)]
-        await _close(w)
 
-    run(scenario(), timeout_s=60)
+    _in_world(run, scenario, shared, seed=12)
 
 
 def test_role_boundaries_and_bad_input(shared, run):
-    async def scenario():
-        w = await _world(shared, seed=13)
+    async def scenario(w):
         mod, clin, alice, bob = w["mod"], w["clin"], w["alice"], w["bob"]
         ask = dict(service_id=w["service"], user_id=alice.user_id, reason_code="risk_to_life", reason="r")
         for who in ("alice", "bob", "peer", "other_clin"):  # members, peers, a clinician of another service
@@ -154,14 +160,12 @@ def test_role_boundaries_and_bad_input(shared, run):
             await mod.request("unmask_requests", service_id=w["service"], status="maybe")
         assert exc.value.field == "status"
         await mod.ping()  # still serving
-        await _close(w)
 
-    run(scenario(), timeout_s=60)
+    _in_world(run, scenario, shared, seed=13)
 
 
 def test_without_a_second_approver_the_request_is_approved_at_once(shared, run):
-    async def scenario():
-        w = await _world(shared, settings={"unmask_requires_second_approver": False}, seed=14)
+    async def scenario(w):
         mod, alice, admin = w["mod"], w["alice"], w["admin"]
         asked = await mod.request("unmask_request", service_id=w["service"], user_id=alice.user_id,
                                   reason_code="police_request", reason="warrant 123")
@@ -174,16 +178,14 @@ def test_without_a_second_approver_the_request_is_approved_at_once(shared, run):
             await admin.request("service_settings", service_id=w["service"],
                                 settings={"unmask_requires_second_approver": "no"})
         assert exc.value.field == "settings.unmask_requires_second_approver"
-        await _close(w)
 
-    run(scenario(), timeout_s=60)
+    _in_world(run, scenario, shared, settings={"unmask_requires_second_approver": False}, seed=14)
 
 
 def test_an_expired_unmask_is_refused_and_audited(server_factory, run):
     server = server_factory(env={"SHARON_UNMASK_TTL_MS": "1"})
 
-    async def scenario():
-        w = await _world(server, seed=15)
+    async def scenario(w):
         mod, clin, alice, admin = w["mod"], w["clin"], w["alice"], w["admin"]
         rid = (await mod.request("unmask_request", service_id=w["service"], user_id=alice.user_id,
                                  reason_code="safeguarding", reason="r"))["request_id"]
@@ -206,9 +208,8 @@ def test_an_expired_unmask_is_refused_and_audited(server_factory, run):
         assert [r["request_id"] for r in listed] == [rid]
         assert await _actions(admin, rid) == [
             ("unmask.request", mod.user_id), ("unmask.approve", clin.user_id), ("unmask.expired", mod.user_id)]
-        await _close(w)
 
-    run(scenario(), timeout_s=60)
+    _in_world(run, scenario, server, seed=15)
 
 
 def test_observation_and_unmask_on_postgresql_survive_a_restart(pg_server, run):
@@ -257,8 +258,7 @@ def test_observation_and_unmask_on_postgresql_survive_a_restart(pg_server, run):
 
 
 def test_audit_query_pages_and_filters(shared, run):
-    async def scenario():
-        w = await _world(shared, seed=16)
+    async def scenario(w):
         admin, mod, clin, alice = w["admin"], w["mod"], w["clin"], w["alice"]
         rid = (await mod.request("unmask_request", service_id=w["service"], user_id=alice.user_id,
                                  reason_code="safeguarding", reason="r"))["request_id"]
@@ -286,9 +286,8 @@ def test_audit_query_pages_and_filters(shared, run):
         with pytest.raises(BadField) as exc:
             await admin.request("audit_query", since_ts=10, until_ts=5)
         assert exc.value.field == "until_ts"
-        await _close(w)
 
-    run(scenario(), timeout_s=60)
+    _in_world(run, scenario, shared, seed=16)
 
 
 async def _wait_server_clock(client, room, ts):
@@ -304,8 +303,7 @@ async def _wait_server_clock(client, room, ts):
 def test_open_requests_per_requester_are_capped(shared, run):
     from sharon_server.features.unmask import MAX_OPEN_PER_REQUESTER
 
-    async def scenario():
-        w = await _world(shared, seed=21)
+    async def scenario(w):
         mod, clin, alice, bob = w["mod"], w["clin"], w["alice"], w["bob"]
         await put_identity(shared, bob.user_id, make_identity(22))
         rids = []
@@ -329,9 +327,8 @@ def test_open_requests_per_requester_are_capped(shared, run):
         again = await mod.request("unmask_request", service_id=w["service"], user_id=bob.user_id,
                                   reason_code="safeguarding", reason="now there is room")
         assert again["status"] == "pending"
-        await _close(w)
 
-    run(scenario(), timeout_s=60)
+    _in_world(run, scenario, shared, seed=21)
 
 
 def test_a_pending_request_expires_undecided_and_is_audited(shared, run):
