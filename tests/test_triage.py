@@ -178,6 +178,13 @@ async def _chat(team_, *joiners):
     return room
 
 
+async def _reported(author, reporter, room, body, category, **extra):
+    """``author`` posts ``body`` in ``room`` and ``reporter`` reports it: the post's event ID."""
+    post = (await author.send(room, body))["event_id"]
+    await reporter.request("report", room_id=room, event_id=post, category=category, **extra)
+    return post
+
+
 def _rankable(item):
     return {k: item[k] for k in ("item_id", "category", "risk_score", "created_ts", "due_ts")}
 
@@ -217,8 +224,7 @@ def test_claim_conflicts_release_and_resolve(tserver, run):
         m1, m2 = t.mods
         a, b = t.members
         room = await _chat(t, a, b)
-        post = (await a.send(room, "buy my stuff"))["event_id"]
-        await b.request("report", room_id=room, event_id=post, category="spam")
+        await _reported(a, b, room, "buy my stuff", category="spam")
         item_id = (await m1.request("queue", service_id=t.service_id))["items"][0]["item_id"]
         claimed = await m1.request("queue_claim", item_id=item_id)
         assert claimed["item"]["claimed_by"] == m1.user_id and claimed["item"]["status"] == "claimed"
@@ -266,22 +272,19 @@ def test_duty_decides_who_gets_live_alerts(tserver, run):
             await m1.request("duty", service_id=t.service_id)
         assert exc.value.field == "on"
         await drain(*t.everyone())
-        post = (await a.send(room, "I feel unsafe tonight"))["event_id"]
-        await b.request("report", room_id=room, event_id=post, category="risk_to_self")
+        post = await _reported(a, b, room, "I feel unsafe tonight", category="risk_to_self")
         alert = await frame_op(m1, "alert")
         assert alert["route"] == "on_duty" and alert["item"]["event_id"] == post
         assert alert["item"]["category"] == "risk_to_self" and alert["item"]["reporters"][0]["reporter"] == b.user_id
         assert "alert" not in await pushed_ops(m2) and "alert" not in await pushed_ops(t.admin)
         assert "alert" not in await pushed_ops(a)
         # a low-risk report raises no alert
-        other = (await a.send(room, "spam spam"))["event_id"]
-        await b.request("report", room_id=room, event_id=other, category="spam")
+        await _reported(a, b, room, "spam spam", category="spam")
         assert "alert" not in await pushed_ops(m1)
         # off duty: the fallback (moderators and admins) is alerted
         off = await m1.request("duty", service_id=t.service_id, on=False)
         assert off["on_duty"] == [] and (await m1.request("rota", service_id=t.service_id))["anyone_on_duty"] is False
-        third = (await a.send(room, "someone will get hurt"))["event_id"]
-        await b.request("report", room_id=room, event_id=third, category="risk_to_others")
+        await _reported(a, b, room, "someone will get hurt", category="risk_to_others")
         for staff in (m1, m2, t.admin):
             assert (await frame_op(staff, "alert"))["route"] == "fallback"
         await t.close()
@@ -296,8 +299,7 @@ def test_escalation_reaches_the_on_duty_clinician_first(tserver, run):
         c1, c2 = t.clinicians
         a, b = t.members
         room = await _chat(t, a, b)
-        post = (await a.send(room, "things are bad"))["event_id"]
-        await b.request("report", room_id=room, event_id=post, category="risk_to_self")
+        await _reported(a, b, room, "things are bad", category="risk_to_self")
         item_id = (await mod.request("queue", service_id=t.service_id))["items"][0]["item_id"]
         await c2.request("duty", service_id=t.service_id, on=True)
         await drain(*t.everyone())
@@ -314,8 +316,7 @@ def test_escalation_reaches_the_on_duty_clinician_first(tserver, run):
         # a service without clinicians cannot escalate
         t2 = await team(tserver, mods=1, members=2)
         room = await _chat(t2, *t2.members)
-        post = (await t2.members[0].send(room, "hm"))["event_id"]
-        await t2.members[1].request("report", room_id=room, event_id=post, category="other")
+        await _reported(t2.members[0], t2.members[1], room, "hm", category="other")
         item_id = (await t2.mods[0].request("queue", service_id=t2.service_id))["items"][0]["item_id"]
         with pytest.raises(NoClinician):
             await t2.mods[0].request("queue_escalate", item_id=item_id)
@@ -379,8 +380,7 @@ def test_open_items_and_duty_survive_a_restart(server, run):
         t = await team(server, mods=1, members=2)
         a, b = t.members
         room = await _chat(t, a, b)
-        post = (await a.send(room, "hmm"))["event_id"]
-        await b.request("report", room_id=room, event_id=post, category="abuse", note="rude")
+        await _reported(a, b, room, "hmm", category="abuse", note="rude")
         await t.mods[0].request("duty", service_id=t.service_id, on=True)
         before = (await t.mods[0].request("queue", service_id=t.service_id))["items"]
         mod_name = t.mods[0].pseudonym
