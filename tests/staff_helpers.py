@@ -18,7 +18,7 @@ from sharon_server.storage.database import open_database
 from sharon_server.vault import open_vault
 
 __all__ = ["grant_admin", "service_with_staff", "make_identity", "put_identity", "invited_member", "values_of",
-           "contains_any"]
+           "contains_any", "close_world", "in_world"]
 
 
 def grant_admin(server: Any, pseudonym: str) -> None:
@@ -99,3 +99,21 @@ async def invited_member(server: Any, clinician: Any, service: str, identity: Di
                                   invite_code=invite["code"])
     client.user_id, client.pseudonym, client.token = result["user_id"], result["pseudonym"], result.get("token")
     return client
+
+
+async def close_world(w: Dict[str, Any]) -> None:
+    """Close every client in a test's world of users (the dict ``_world`` builds)."""
+    for value in w.values():
+        if hasattr(value, "close"):
+            await value.close()
+
+
+def in_world(run: Any, make_world: Any, body: Any, *world_args: Any, **world_kw: Any) -> None:
+    """Run ``body(w)`` as a test's scenario on a fresh ``make_world(*world_args, **world_kw)``,
+    closing its connections afterwards (the setup and teardown of the staff and unmask tests)."""
+    async def scenario() -> None:
+        w = await make_world(*world_args, **world_kw)
+        await body(w)
+        await close_world(w)
+
+    run(scenario(), timeout_s=60)

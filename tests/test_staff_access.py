@@ -12,7 +12,7 @@ from protocol.staff import NOTICE
 from tests.conftest import ServerProcess
 from tests.helpers import all_history, messages_until, user
 from tests.staff_helpers import (
-    contains_any, grant_admin, make_identity, put_identity, service_with_staff, values_of,
+    contains_any, grant_admin, in_world, make_identity, put_identity, service_with_staff, values_of,
 )
 
 pytestmark = pytest.mark.integration
@@ -40,21 +40,8 @@ async def _world(server):
                 other_mod=other_mod, other_clin=other_clin, service=service, other=other)
 
 
-async def _close(w):
-    for value in w.values():
-        if hasattr(value, "close"):
-            await value.close()
-
-
 def _in_world(run, body, *world_args, **world_kw):
-    """Run ``body(w)`` as the test's scenario on a fresh ``_world(*world_args, **world_kw)``,
-    closing its connections afterwards (the setup and teardown every scenario here shares)."""
-    async def scenario():
-        w = await _world(*world_args, **world_kw)
-        await body(w)
-        await _close(w)
-
-    run(scenario(), timeout_s=60)
+    in_world(run, _world, body, *world_args, **world_kw)
 
 
 async def _audit(admin, action, **filters):

@@ -13,7 +13,7 @@ from protocol.identity import Identity
 from tests.conftest import ServerProcess
 from tests.helpers import user
 from tests.staff_helpers import (
-    contains_any, grant_admin, make_identity, put_identity, service_with_staff, values_of,
+    close_world, contains_any, grant_admin, in_world, make_identity, put_identity, service_with_staff, values_of,
 )
 
 pytestmark = pytest.mark.integration
@@ -40,21 +40,8 @@ async def _world(server, settings=None, seed=1):
                 service=service, other=other, identity=identity)
 
 
-async def _close(w):
-    for value in w.values():
-        if hasattr(value, "close"):
-            await value.close()
-
-
 def _in_world(run, body, *world_args, **world_kw):
-    """Run ``body(w)`` as the test's scenario on a fresh ``_world(*world_args, **world_kw)``,
-    closing its connections afterwards (the setup and teardown every scenario here shares)."""
-    async def scenario():
-        w = await _world(*world_args, **world_kw)
-        await body(w)
-        await _close(w)
-
-    run(scenario(), timeout_s=60)
+    in_world(run, _world, body, *world_args, **world_kw)
 
 
 async def _actions(admin, request_id):
@@ -391,5 +378,5 @@ async def _pending_expiry(server, cap=False, world=_world):
         with pytest.raises(UnmaskTooManyOpen):
             await w2["mod"].request("unmask_request", service_id=w2["service"], user_id=w2["alice"].user_id,
                                     reason_code="safeguarding", reason="over")
-        await _close(w2)
-    await _close(w)
+        await close_world(w2)
+    await close_world(w)
