@@ -21,6 +21,18 @@ def _rows(result: Any) -> List[Dict[str, Any]]:
     return [dict(r._mapping) for r in result]
 
 
+def _in_services(stmt: Any, table: Any, service_ids: Optional[List[Optional[str]]]) -> Any:
+    """``stmt`` limited to rows of ``table`` in ``service_ids`` (``None`` in the list: rooms
+    outside services); unchanged when ``service_ids`` is None (every service)."""
+    if service_ids is None:
+        return stmt
+    named = [s for s in service_ids if s is not None]
+    cond = table.c.service_id.in_(named) if named else sa.false()
+    if None in service_ids:
+        cond = sa.or_(cond, table.c.service_id.is_(None))
+    return stmt.where(cond)
+
+
 class ModerationStore:
     """Reads and writes of the moderation tables."""
 
@@ -66,12 +78,7 @@ class ModerationStore:
     async def held_pending(self, service_ids: Optional[List[Optional[str]]], limit: int) -> List[Dict[str, Any]]:
         """Held posts waiting for review, oldest first (``None`` in the list: rooms outside services)."""
         stmt = sa.select(mod_held).where(mod_held.c.status == "held")
-        if service_ids is not None:
-            named = [s for s in service_ids if s is not None]
-            cond = mod_held.c.service_id.in_(named) if named else sa.false()
-            if None in service_ids:
-                cond = sa.or_(cond, mod_held.c.service_id.is_(None))
-            stmt = stmt.where(cond)
+        stmt = _in_services(stmt, mod_held, service_ids)
         return await self._read(stmt.order_by(mod_held.c.created_ts, mod_held.c.held_id).limit(limit))
 
     async def decide_held(self, held_id: str, status: str, by: str, ts: int, rule: Optional[str],
@@ -143,12 +150,7 @@ class ModerationStore:
         stmt = sa.select(mod_sanctions)
         if user_id is not None:
             stmt = stmt.where(mod_sanctions.c.user_id == user_id)
-        if service_ids is not None:
-            named = [s for s in service_ids if s is not None]
-            cond = mod_sanctions.c.service_id.in_(named) if named else sa.false()
-            if None in service_ids:
-                cond = sa.or_(cond, mod_sanctions.c.service_id.is_(None))
-            stmt = stmt.where(cond)
+        stmt = _in_services(stmt, mod_sanctions, service_ids)
         return await self._read(stmt.order_by(mod_sanctions.c.issued_ts.desc(),
                                               mod_sanctions.c.sanction_id).limit(limit))
 
@@ -177,12 +179,7 @@ class ModerationStore:
         stmt = sa.select(mod_appeals)
         if open_only:
             stmt = stmt.where(mod_appeals.c.outcome.is_(None))
-        if service_ids is not None:
-            named = [s for s in service_ids if s is not None]
-            cond = mod_appeals.c.service_id.in_(named) if named else sa.false()
-            if None in service_ids:
-                cond = sa.or_(cond, mod_appeals.c.service_id.is_(None))
-            stmt = stmt.where(cond)
+        stmt = _in_services(stmt, mod_appeals, service_ids)
         return await self._read(stmt.order_by(mod_appeals.c.created_ts, mod_appeals.c.appeal_id).limit(limit))
 
     async def decide_appeal(self, appeal_id: str, outcome: str, by: str, ts: int, reason: str) -> bool:
