@@ -767,26 +767,27 @@ def install(ctx: Any) -> None:
         ranked = [i for i in t.ranked(service_ids, now) if i.subject_user != session.user_id]
         return {"items": [t.view(i, now) for i in ranked[:MAX_QUEUE_PAGE]], "total": len(ranked), "now_ts": now}
 
+    async def set_claim(session: Any, item: Item, claimed_by: Optional[str], status: str,
+                        action: str) -> Dict[str, Any]:
+        """Claim or release ``item``: save it, audit ``action`` and reply with the item."""
+        item.claimed_by, item.status = claimed_by, status
+        await t._save(item)
+        await audit(session.user_id, action, member=item.subject_user, service=item.service_id,
+                    details={"item_id": item.item_id})
+        return {"item": t.view(item, ctx.now_ms())}
+
     async def claim(conn: Any, req: P.QueueClaim) -> Dict[str, Any]:
         session = conn.require_session()
         item = require_item(session, req.item_id)
         if item.claimed_by not in (None, session.user_id):
             raise TriageItemClaimed(f"{accounts.pseudonym_of(item.claimed_by) or 'someone else'} has claimed this item",
                                     "item_id")
-        item.claimed_by, item.status = session.user_id, "claimed"
-        await t._save(item)
-        await audit(session.user_id, "triage.claim", member=item.subject_user, service=item.service_id,
-                    details={"item_id": item.item_id})
-        return {"item": t.view(item, ctx.now_ms())}
+        return await set_claim(session, item, session.user_id, "claimed", "triage.claim")
 
     async def release(conn: Any, req: P.QueueRelease) -> Dict[str, Any]:
         session = conn.require_session()
         item = workable_item(session, req.item_id)
-        item.claimed_by, item.status = None, "open"
-        await t._save(item)
-        await audit(session.user_id, "triage.release", member=item.subject_user, service=item.service_id,
-                    details={"item_id": item.item_id})
-        return {"item": t.view(item, ctx.now_ms())}
+        return await set_claim(session, item, None, "open", "triage.release")
 
     async def resolve(conn: Any, req: P.QueueResolve) -> Dict[str, Any]:
         session = conn.require_session()
