@@ -104,6 +104,15 @@ class Controls:
         else:
             self.breaks.pop(user_id, None)
 
+    async def update(self, user_id: str, words: Optional[List[str]] = None, cw: Optional[Dict[str, str]] = None,
+                     brk: Optional[Tuple[bool, Optional[int]]] = None) -> None:
+        """Replace some of a member's controls (None: keep what they have): mute words,
+        content-warning preferences, the break as (on, until_ts); then save them all."""
+        on, until = brk if brk is not None else (user_id in self.breaks, self.breaks.get(user_id))
+        self._apply(user_id, list(self.mute.get(user_id, ([], None))[0]) if words is None else words,
+                    self.cw.get(user_id, {}) if cw is None else cw, on, until)
+        await self._save(user_id)
+
     # -- queries ------------------------------------------------------------------------
     def is_blocked(self, user_id: str, other: str) -> bool:
         """True if ``user_id`` blocks ``other``."""
@@ -306,9 +315,7 @@ def install(ctx: Any) -> None:
 
     async def mute_words_set(conn: Any, req: P.MuteWordsSet) -> Dict[str, Any]:
         me = conn.require_session().user_id
-        controls._apply(me, list(req.words), controls.cw.get(me, {}), me in controls.breaks,  # noqa: SLF001
-                        controls.breaks.get(me))
-        await controls._save(me)  # noqa: SLF001
+        await controls.update(me, words=list(req.words))
         return {"words": words_of(me)}
 
     async def mute_words(conn: Any, req: P.MuteWords) -> Dict[str, Any]:
@@ -318,8 +325,7 @@ def install(ctx: Any) -> None:
         me = conn.require_session().user_id
         merged = dict(controls.cw.get(me, {}))
         merged.update(req.categories)
-        controls._apply(me, words_of(me), merged, me in controls.breaks, controls.breaks.get(me))  # noqa: SLF001
-        await controls._save(me)  # noqa: SLF001
+        await controls.update(me, cw=merged)
         return {"categories": cw_of(me)}
 
     async def cw_prefs(conn: Any, req: P.CwPrefs) -> Dict[str, Any]:
@@ -336,8 +342,7 @@ def install(ctx: Any) -> None:
                 raise BadField("a break lasts at most 90 days", "until_ts")
         if not req.on:
             until = None
-        controls._apply(me, words_of(me), controls.cw.get(me, {}), req.on, until)  # noqa: SLF001
-        await controls._save(me)  # noqa: SLF001
+        await controls.update(me, brk=(req.on, until))
         if req.on:
             typing = (ctx.extras.get("dms") or {}).get("typing")
             if typing is not None:
