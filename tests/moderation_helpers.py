@@ -34,6 +34,17 @@ class Cast:
             await c.close()
 
 
+def in_cast(run: Any, body: Any, server: Any, *cast_args: Any, **cast_kw: Any) -> None:
+    """Run ``body(c)`` as a test's scenario on a fresh ``cast(server, ...)``, closing its
+    connections afterwards (the setup and teardown the moderation tests share)."""
+    async def scenario() -> None:
+        c = await cast(server, *cast_args, **cast_kw)
+        await body(c)
+        await c.close()
+
+    run(scenario(), timeout_s=60)
+
+
 async def cast(server: Any, settings: Optional[Dict[str, Any]] = None, members: int = 2,
                kind: str = "chat") -> Cast:
     """A service (with ``settings``), two moderators, ``members`` members, all joined to one

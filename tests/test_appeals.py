@@ -8,7 +8,7 @@ import pytest
 
 from protocol.errors import AlreadyDecided, AppealExists, Forbidden, Muted, NotFound, SameModerator
 from tests.conftest import ServerProcess
-from tests.moderation_helpers import cast, push, txn
+from tests.moderation_helpers import cast, in_cast, push, txn
 
 pytestmark = pytest.mark.integration
 
@@ -22,8 +22,7 @@ def mod_server(tmp_path_factory):
 
 
 def test_appeal_is_decided_by_a_different_moderator_and_overturning_lifts(mod_server, run):
-    async def scenario():
-        c = await cast(mod_server)
+    async def scenario(c):
         (issuer, other), (alice, bob) = c.mods, c.members
         until = int(time.time() * 1000) + 3600 * 1000
         muted = await issuer.request("sanction", service_id=c.service, user_id=alice.user_id, kind="mute",
@@ -64,14 +63,12 @@ def test_appeal_is_decided_by_a_different_moderator_and_overturning_lifts(mod_se
         actions = {(e["action"], e["actor"]) for e in audit}
         assert {("moderation.mute", issuer.user_id), ("appeal.create", alice.user_id),
                 ("appeal.decide", other.user_id)} <= actions
-        await c.close()
 
-    run(scenario(), timeout_s=60)
+    in_cast(run, scenario, mod_server)
 
 
 def test_upheld_appeal_keeps_the_sanction(mod_server, run):
-    async def scenario():
-        c = await cast(mod_server)
+    async def scenario(c):
         (issuer, other), (alice, _bob) = c.mods, c.members
         warned = await issuer.request("sanction", service_id=c.service, user_id=alice.user_id, kind="warn",
                                       rule="no-advertising", reason="Selling.")
@@ -83,9 +80,8 @@ def test_upheld_appeal_keeps_the_sanction(mod_server, run):
         assert (await other.request("appeals", service_id=c.service))["appeals"] == []  # none open
         closed = (await other.request("appeals", service_id=c.service, all=True))["appeals"]
         assert closed[0]["outcome"] == "upheld" and closed[0]["decided_by"] == other.user_id
-        await c.close()
 
-    run(scenario(), timeout_s=60)
+    in_cast(run, scenario, mod_server)
 
 
 def test_cli_rules_sanctions_and_appeal(mod_server, run, tmp_path):

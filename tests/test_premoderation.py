@@ -8,7 +8,7 @@ import pytest
 from protocol.errors import AlreadyDecided, BadField, Forbidden, NotFound, UnknownRule
 from tests.conftest import ServerProcess
 from tests.helpers import all_history
-from tests.moderation_helpers import cast, next_of, push, txn
+from tests.moderation_helpers import in_cast, next_of, push, txn
 
 pytestmark = pytest.mark.integration
 
@@ -26,8 +26,7 @@ def _bodies(events):
 
 
 def test_new_members_posts_are_invisible_to_peers_until_approved(mod_server, run):
-    async def scenario():
-        c = await cast(mod_server, {"premoderation": "new_members", "premod_first_posts": 1})
+    async def scenario(c):
         mod, alice, bob = c.mods[0], c.members[0], c.members[1]
         first = txn()
         text = f"my first post about quokkaberry, hi @{bob.pseudonym}"
@@ -84,14 +83,12 @@ def test_new_members_posts_are_invisible_to_peers_until_approved(mod_server, run
         assert "held" not in second and second["event_id"]
         # staff are never pre-moderated, and bob (new) is
         assert (await bob.send(c.room, "hello", txn_id=txn()))["held"] is True
-        await c.close()
 
-    run(scenario(), timeout_s=60)
+    in_cast(run, scenario, mod_server, {"premoderation": "new_members", "premod_first_posts": 1})
 
 
 def test_rejected_post_returns_with_reason_and_resubmission_is_held_again(mod_server, run):
-    async def scenario():
-        c = await cast(mod_server, kind="forum")
+    async def scenario(c):
         mod, alice, bob = c.mods[0], c.members[0], c.members[1]
         # pre-moderation is off for the service; staff pre-moderate alice's next post
         with pytest.raises(Forbidden):
@@ -128,14 +125,12 @@ def test_rejected_post_returns_with_reason_and_resubmission_is_held_again(mod_se
         reply = await alice.request("thread_reply", room_id=c.room, txn_id=txn(),
                                     thread_id=approved["event_id"], body="thanks")
         assert "held" not in reply
-        await c.close()
 
-    run(scenario(), timeout_s=60)
+    in_cast(run, scenario, mod_server, kind="forum")
 
 
 def test_premoderation_all_holds_every_member_and_settings_are_checked(mod_server, run):
-    async def scenario():
-        c = await cast(mod_server, {"premoderation": "all"}, members=1)
+    async def scenario(c):
         alice = c.members[0]
         for _ in range(2):
             assert (await alice.send(c.room, "still held", txn_id=txn()))["held"] is True
@@ -155,6 +150,5 @@ def test_premoderation_all_holds_every_member_and_settings_are_checked(mod_serve
         assert bad.value.field == "settings.rules[0].plain_words"
         rules = (await alice.request("mod_rules", service_id=c.service))["rules"]
         assert "be-kind" in [r["id"] for r in rules]
-        await c.close()
 
-    run(scenario(), timeout_s=60)
+    in_cast(run, scenario, mod_server, {"premoderation": "all"}, members=1)

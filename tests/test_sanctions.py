@@ -15,7 +15,7 @@ from protocol.errors import (
 from sharon_server.features.moderation import Moderation
 from tests.conftest import ServerProcess
 from tests.helpers import PASSWORD, all_history
-from tests.moderation_helpers import cast, next_of, push, txn
+from tests.moderation_helpers import in_cast, next_of, push, txn
 
 pytestmark = pytest.mark.integration
 
@@ -35,8 +35,7 @@ def _by_id(events, event_id):
 
 
 def test_hide_unhide_redact_and_content_warning(mod_server, run):
-    async def scenario():
-        c = await cast(mod_server)
+    async def scenario(c):
         mod, alice, bob = c.mods[0], c.members[0], c.members[1]
         sent = await alice.send(c.room, "buy my candles, link in my bio", txn_id=txn())
         await next_of(bob, "m.room.message")
@@ -100,14 +99,12 @@ def test_hide_unhide_redact_and_content_warning(mod_server, run):
         assert cw["content"] == {"target": other["event_id"], "category": "self_harm"}
         seen = _by_id(await all_history(bob, c.room), other["event_id"])
         assert seen["content_warning"] == "self_harm" and seen["content"]["body"] == "a hard night"
-        await c.close()
 
-    run(scenario(), timeout_s=60)
+    in_cast(run, scenario, mod_server)
 
 
 def test_mute_refuses_posts_until_lifted_and_warn_notice(mod_server, run):
-    async def scenario():
-        c = await cast(mod_server)
+    async def scenario(c):
         mod, alice, bob = c.mods[0], c.members[0], c.members[1]
         with pytest.raises(Forbidden):
             await bob.request("sanction", service_id=c.service, user_id=alice.user_id, kind="warn",
@@ -156,14 +153,12 @@ def test_mute_refuses_posts_until_lifted_and_warn_notice(mod_server, run):
                                    rule="no-advertising", reason="Please do not sell things here.")
         assert "reminder" in (await push(bob, "sanction"))["sanction"]["notice"]
         assert warned["kind"] == "warn" and (await bob.send(c.room, "ok", txn_id=txn()))["event_id"]
-        await c.close()
 
-    run(scenario(), timeout_s=60)
+    in_cast(run, scenario, mod_server)
 
 
 def test_suspended_member_is_signed_out_and_cannot_log_in(mod_server, run):
-    async def scenario():
-        c = await cast(mod_server)
+    async def scenario(c):
         mod, alice = c.mods[0], c.members[0]
         phone = await SharonClient.connect(mod_server.ws_url)
         token = (await phone.login(alice.pseudonym, PASSWORD))["token"]
@@ -193,14 +188,12 @@ def test_suspended_member_is_signed_out_and_cannot_log_in(mod_server, run):
             await phone.request("my_sanctions")
         await other.close()
         await phone.close()
-        await c.close()
 
-    run(scenario(), timeout_s=60)
+    in_cast(run, scenario, mod_server)
 
 
 def test_ban_removes_member_and_keeps_them_out(mod_server, run):
-    async def scenario():
-        c = await cast(mod_server)
+    async def scenario(c):
         mod, alice = c.mods[0], c.members[0]
         banned = await mod.request("sanction", service_id=c.service, user_id=alice.user_id, kind="ban",
                                    rule="be-kind", reason="Repeated abuse after warnings.")
@@ -220,9 +213,8 @@ def test_ban_removes_member_and_keeps_them_out(mod_server, run):
         with pytest.raises(Banned):
             await again.login(bob.pseudonym, PASSWORD)
         await again.close()
-        await c.close()
 
-    run(scenario(), timeout_s=60)
+    in_cast(run, scenario, mod_server)
 
 
 def test_expired_sanctions_stop_applying():
@@ -240,8 +232,7 @@ def test_expired_sanctions_stop_applying():
 
 
 def test_hidden_forum_posts_are_placeholders_in_listings(mod_server, run):
-    async def scenario():
-        c = await cast(mod_server, kind="forum")
+    async def scenario(c):
         mod, alice, bob = c.mods[0], c.members[0], c.members[1]
         thread = await alice.request("thread_create", room_id=c.room, txn_id=txn(), title="Shop",
                                      body="candles for sale")
@@ -273,9 +264,8 @@ def test_hidden_forum_posts_are_placeholders_in_listings(mod_server, run):
         with pytest.raises(Forbidden) as refused:
             await alice.request("thread_reply", room_id=c.room, txn_id=txn(), thread_id=other["event_id"], body="!")
         assert "locked" in refused.value.reason
-        await c.close()
 
-    run(scenario(), timeout_s=60)
+    in_cast(run, scenario, mod_server, kind="forum")
 
 
 def test_notices_and_rules_are_plain_and_checked():
