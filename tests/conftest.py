@@ -142,6 +142,19 @@ def run(loop_and_reactor):
     return runner
 
 
+def module_server(label: str, extra_env: Optional[Dict[str, str]] = None) -> Any:
+    """A module-scoped fixture: one real server shared by every test of a test module (each
+    test makes its own service and people). Use as ``tserver = module_server("triage")``;
+    the fixture's name is the name it is assigned to."""
+    @pytest.fixture(scope="module")
+    def fixture(tmp_path_factory):
+        proc = ServerProcess(tmp_path_factory.mktemp(label) / "sharon-data", extra_env).start()
+        yield proc
+        proc.stop()
+
+    return fixture
+
+
 @pytest.fixture
 def server(tmp_path):
     """A fresh real server on a free port with its own SQLite data directory."""

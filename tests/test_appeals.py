@@ -7,18 +7,13 @@ import time
 import pytest
 
 from protocol.errors import AlreadyDecided, AppealExists, Forbidden, Muted, NotFound, SameModerator
-from tests.conftest import ServerProcess
+from tests.conftest import module_server
 from tests.moderation_helpers import cast, in_cast, push, txn
 
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="module")
-def mod_server(tmp_path_factory):
-    """One server for the whole module (each test makes its own service and people)."""
-    proc = ServerProcess(tmp_path_factory.mktemp("appeals") / "sharon-data").start()
-    yield proc
-    proc.stop()
+mod_server = module_server("appeals")
 
 
 def test_appeal_is_decided_by_a_different_moderator_and_overturning_lifts(mod_server, run):

@@ -10,19 +10,14 @@ import json
 import pytest
 
 from protocol.errors import BadField, CannotBlockStaff, Forbidden, MissingField, NotFound
-from tests.conftest import ServerProcess
+from tests.conftest import ServerProcess, module_server
 from tests.helpers import all_history, messages_until, user
 from tests.test_content_support import grant_admin
 
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="module")
-def ctl_server(tmp_path_factory):
-    """One server for the module (each test makes its own service and people)."""
-    proc = ServerProcess(tmp_path_factory.mktemp("controls") / "sharon-data").start()
-    yield proc
-    proc.stop()
+ctl_server = module_server("controls")
 
 
 async def _cast(server, n=3):

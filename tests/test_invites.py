@@ -16,7 +16,7 @@ from protocol.errors import (
     InviteNotFound, InviteNotPending, MissingField, NotFound, PseudonymRejected, PseudonymTaken, WeakPassword,
 )
 from protocol.identity import Identity, identity_values, nhs_check_digit
-from tests.conftest import ServerProcess
+from tests.conftest import module_server
 from tests.helpers import PASSWORD, fresh_pseudonym, http, user
 from tests.test_content_support import grant_admin
 
@@ -46,12 +46,7 @@ def leaks(frames: Any, record: Dict[str, Any]) -> List[str]:
     return [v for v in needles(record) if v in text]
 
 
-@pytest.fixture(scope="module")
-def iserver(tmp_path_factory):
-    """One server for the module; each test makes its own services and people."""
-    proc = ServerProcess(tmp_path_factory.mktemp("invites") / "sharon-data").start()
-    yield proc
-    proc.stop()
+iserver = module_server("invites")
 
 
 _admins: Dict[str, str] = {}

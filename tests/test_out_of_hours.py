@@ -12,7 +12,7 @@ import importlib.util
 
 import pytest
 
-from tests.conftest import ServerProcess
+from tests.conftest import module_server
 from tests.triage_support import drain, frame_op, pushed, pushed_ops, team
 
 pytestmark = pytest.mark.skipif(
@@ -25,12 +25,7 @@ WHOLE_WEEK = [{"day": d, "start": "00:00", "end": "00:00", "user_ids": []}
               for d in ("mon", "tue", "wed", "thu", "fri", "sat", "sun")]
 
 
-@pytest.fixture(scope="module")
-def oserver(tmp_path_factory):
-    """One server for this module (each test makes its own service)."""
-    proc = ServerProcess(tmp_path_factory.mktemp("ooh") / "sharon-data", {"SHARON_TRIAGE_SCAN_S": "0"}).start()
-    yield proc
-    proc.stop()
+oserver = module_server("ooh", {"SHARON_TRIAGE_SCAN_S": "0"})
 
 
 async def _room(t):

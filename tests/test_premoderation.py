@@ -6,19 +6,14 @@ from __future__ import annotations
 import pytest
 
 from protocol.errors import AlreadyDecided, BadField, Forbidden, NotFound, UnknownRule
-from tests.conftest import ServerProcess
+from tests.conftest import module_server
 from tests.helpers import all_history
 from tests.moderation_helpers import in_cast, next_of, push, txn
 
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="module")
-def mod_server(tmp_path_factory):
-    """One server for the whole module (each test makes its own service and people)."""
-    proc = ServerProcess(tmp_path_factory.mktemp("premod") / "sharon-data").start()
-    yield proc
-    proc.stop()
+mod_server = module_server("premod")
 
 
 def _bodies(events):

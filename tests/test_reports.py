@@ -12,7 +12,7 @@ from protocol import triage as P
 from protocol.errors import (
     AlreadyReported, BadField, MissingField, NotFound, NotInRoom, ReportNoService,
 )
-from tests.conftest import ServerProcess
+from tests.conftest import module_server
 from tests.helpers import user
 from tests.test_content_support import txn
 from tests.triage_support import drain, frame_op, pushed, team
@@ -20,12 +20,7 @@ from tests.triage_support import drain, frame_op, pushed, team
 HAS_MODERATION = importlib.util.find_spec("sharon_server.features.moderation") is not None
 
 
-@pytest.fixture(scope="module")
-def rserver(tmp_path_factory):
-    """One server for this module (each test makes its own service)."""
-    proc = ServerProcess(tmp_path_factory.mktemp("reports") / "sharon-data", {"SHARON_TRIAGE_SCAN_S": "0"}).start()
-    yield proc
-    proc.stop()
+rserver = module_server("reports", {"SHARON_TRIAGE_SCAN_S": "0"})
 
 
 async def _everything_seen_by(client) -> str:

@@ -10,7 +10,7 @@ from protocol import spaces as P
 from protocol.errors import Forbidden
 from rooms.auth import check
 from rooms.kinds import POWER_LEVELS
-from tests.conftest import ServerProcess
+from tests.conftest import module_server
 from tests.helpers import user
 from tests.room_helpers import Room
 from tests.test_content_support import txn
@@ -19,12 +19,7 @@ from tests.test_invites import server_admin
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="module")
-def rserver(tmp_path_factory):
-    """One server for the module; each test makes its own service."""
-    proc = ServerProcess(tmp_path_factory.mktemp("roles") / "sharon-data").start()
-    yield proc
-    proc.stop()
+rserver = module_server("roles")
 
 
 async def levels_of(client: Any, room_id: str) -> Dict[str, Any]:

@@ -16,7 +16,7 @@ from clients.client import SharonClient
 from protocol import moderation as MP
 from protocol.errors import Forbidden, InvalidPseudonym, PseudonymRejected, PseudonymTaken
 from sharon_server.accounts import PseudonymScreen, pseudonym_skeleton
-from tests.conftest import ServerProcess
+from tests.conftest import module_server
 from tests.helpers import PASSWORD, all_history, user
 from tests.moderation_helpers import cast, next_of, push, txn
 from tests.test_content_support import grant_admin
@@ -75,11 +75,7 @@ def test_digits_that_do_not_look_alike_stay_apart():
 
 # -- one server for the module ------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def gserver(tmp_path_factory):
-    proc = ServerProcess(tmp_path_factory.mktemp("gaps") / "sharon-data").start()
-    yield proc
-    proc.stop()
+gserver = module_server("gaps")
 
 
 @pytest.mark.integration

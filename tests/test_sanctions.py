@@ -13,7 +13,7 @@ from protocol.errors import (
     AppealExists, BadCredentials, BadField, Banned, Forbidden, Muted, NotAuthenticated, NotFound, Suspended, UnknownRule, UnknownToken,
 )
 from sharon_server.features.moderation import Moderation
-from tests.conftest import ServerProcess
+from tests.conftest import module_server
 from tests.helpers import PASSWORD, all_history
 from tests.moderation_helpers import in_cast, next_of, push, txn
 
@@ -22,12 +22,7 @@ pytestmark = pytest.mark.integration
 HOUR_MS = 3600 * 1000
 
 
-@pytest.fixture(scope="module")
-def mod_server(tmp_path_factory):
-    """One server for the whole module (each test makes its own service and people)."""
-    proc = ServerProcess(tmp_path_factory.mktemp("sanctions") / "sharon-data").start()
-    yield proc
-    proc.stop()
+mod_server = module_server("sanctions")
 
 
 def _by_id(events, event_id):

@@ -9,7 +9,7 @@ import pytest
 
 from protocol.errors import BadField, Forbidden, MissingField, NotFound, NotInRoom, UnknownOp
 from protocol.staff import NOTICE
-from tests.conftest import ServerProcess
+from tests.conftest import module_server
 from tests.helpers import all_history, messages_until, user
 from tests.staff_helpers import (
     contains_any, grant_admin, in_world, make_identity, put_identity, service_with_staff, values_of,
@@ -18,11 +18,7 @@ from tests.staff_helpers import (
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="module")
-def shared(tmp_path_factory):
-    proc = ServerProcess(tmp_path_factory.mktemp("staff") / "sharon-data").start()
-    yield proc
-    proc.stop()
+shared = module_server("staff")
 
 
 async def _world(server):

@@ -14,7 +14,7 @@ from protocol.errors import (
     BadField, Forbidden, MissingField, NoClinician, TriageItemClaimed, TriageItemNotFound,
 )
 from protocol.spaces import validate_settings
-from tests.conftest import ServerProcess
+from tests.conftest import module_server
 from tests.test_content_support import txn
 from tests.triage_support import drain, frame_op, pushed_ops, team
 
@@ -162,12 +162,7 @@ def test_cli_countdowns_and_queue_lines():
 
 # -- against the real server ---------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def tserver(tmp_path_factory):
-    """One server for this module (each test makes its own service)."""
-    proc = ServerProcess(tmp_path_factory.mktemp("triage") / "sharon-data", {"SHARON_TRIAGE_SCAN_S": "0"}).start()
-    yield proc
-    proc.stop()
+tserver = module_server("triage", {"SHARON_TRIAGE_SCAN_S": "0"})
 
 
 async def _chat(team_, *joiners):

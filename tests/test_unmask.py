@@ -10,7 +10,7 @@ from protocol.errors import (
     UnmaskSelfApproval, UnmaskTooManyOpen,
 )
 from protocol.identity import Identity
-from tests.conftest import ServerProcess
+from tests.conftest import module_server
 from tests.helpers import user
 from tests.staff_helpers import (
     close_world, contains_any, grant_admin, in_world, make_identity, put_identity, service_with_staff, values_of,
@@ -19,11 +19,7 @@ from tests.staff_helpers import (
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="module")
-def shared(tmp_path_factory):
-    proc = ServerProcess(tmp_path_factory.mktemp("unmask") / "sharon-data").start()
-    yield proc
-    proc.stop()
+shared = module_server("unmask")
 
 
 async def _world(server, settings=None, seed=1):
