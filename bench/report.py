@@ -155,12 +155,12 @@ def _step_rows(name: str, steps: List[Dict[str, Any]]) -> List[str]:
     out = []
     for s in steps:
         cells = [s.get("label", "")]
-        if name in ("latency", "fanout"):
+        if name in ("latency", "fanout") or (name == "risk" and s.get("kind") == "deliveries"):
             la = s["latency_all_ms"]
             cells += [f"{_fmt(la['p50'])} / {_fmt(la['p95'])} / {_fmt(la['p99'])} ms",
                       f"{_fmt(s['msgs_per_s'])} msg/s, {_fmt(s['deliveries_per_s'])} deliveries/s"
                       + (f", {s['incomplete']} incomplete" if s.get("incomplete") else "")]
-        elif name == "sends":
+        elif name == "sends" or (name == "risk" and "ack_ms" in s):
             a = s["ack_ms"]
             cells += [f"ack {_fmt(a['p50'])} / {_fmt(a['p95'])} / {_fmt(a['p99'])} ms",
                       f"{_fmt(s['msgs_per_s'])} msg/s" + (f", errors {s['send_errors']}" if s["send_errors"] else "")]
@@ -210,6 +210,7 @@ def summary_markdown(results: Dict[str, Any], profile: str, date: str, info: Dic
         "idle": ("server memory", ""),
         "startup": ("median", "details"),
         "connect": ("all connected and authenticated", "details"),
+        "risk": ("latency p50 / p95 / p99", "throughput"),
     }
     for name, result in results.items():
         lines += [f"### {name}", ""]
@@ -222,6 +223,9 @@ def summary_markdown(results: Dict[str, Any], profile: str, date: str, info: Dic
         if name == "fanout" and result.get("ratio"):
             lines += ["", "Ratio of the real server's deliveries/s to the bare stack's: " +
                       ", ".join(f"{k}: {v:.0%}" for k, v in result["ratio"].items()) + "."]
+        if name == "risk" and result.get("ratio_on_off"):
+            lines += ["", "Risk detection on ÷ off (medians; target ≥ 0.90 for deliveries): " +
+                      ", ".join(f"{k}: {v:.3f}" for k, v in result["ratio_on_off"].items()) + "."]
         if name == "history" and result.get("generate_s") is not None:
             lines += ["", f"{result['events_total']:,} events generated through the storage layer in "
                       f"{result['generate_s']} s."]
