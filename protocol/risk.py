@@ -144,6 +144,9 @@ _SEPS = r"[.\-_*'’`~^·•,:;/\\]"
 _IN_WORD_SEP = re.compile(rf"{_SEPS}(?<=[a-z]{_SEPS}){_SEPS}*(?=[a-z])")
 _SPACED_LETTERS = re.compile(r"(?<![a-z0-9])(?:[a-z] ){2,}[a-z](?![a-z0-9])")
 _REPEATS = re.compile(r"([a-z])\1+")
+_COLLAPSE = re.compile(r"(?<=([a-z]))\1+")
+"""Removed, collapses runs of a letter like ``_REPEATS.sub(r"\1", ...)``, without a
+template expansion per run (2-3 times faster on long runs such as "xxxxxxxx")."""
 _NON_ALNUM = re.compile(r"[^a-z0-9]+")
 
 
@@ -159,24 +162,41 @@ def light_normalise(text: str) -> str:
 
 
 # The matcher's own pass over a text: the same mappings as ``normalise`` but cheaper (two
-# C-speed translations for ASCII text), leaving repeated letters and space runs in place:
+# byte-table translations for ASCII text), leaving repeated letters and space runs in place:
 # the compiled phrase regex tolerates them (each letter ``c+``, each space `` *``).
 _ASCII_LOWER_LEET = str.maketrans({**{chr(c): chr(c + 32) for c in range(65, 91)},
                                    "0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t",
                                    "@": "a", "$": "s", "|": "l"})
 _ASCII_PUNCT_SPACE = str.maketrans({chr(c): " " for c in range(128)
                                     if not (48 <= c <= 57 or 97 <= c <= 122)})
+
+
+def _byte_table(table: Mapping[int, str]) -> bytes:
+    out = bytearray(range(256))
+    for code, to in table.items():
+        out[code] = ord(to)
+    return bytes(out)
+
+
+_B_LOWER_LEET = _byte_table(_ASCII_LOWER_LEET)
+_B_PUNCT_SPACE = _byte_table(_ASCII_PUNCT_SPACE)
+_B_IN_WORD_SEP = re.compile(rb"[.\-_*'`~^,:;/\\](?<=[a-z][.\-_*'`~^,:;/\\])[.\-_*'`~^,:;/\\]*(?=[a-z])")
+"""``_IN_WORD_SEP`` for ASCII bytes (its non-ASCII separators cannot occur there)."""
 _SPACED_RUN = re.compile(r"(?<![a-z0-9])(?:[a-z] +){2,}[a-z](?![a-z0-9])")
+_SPACED_HINT = re.compile(r" [a-z] +[a-z] +[a-z](?![a-z0-9])")
+"""True on ``" " + s`` exactly when ``_SPACED_RUN`` finds a run in ``s`` (it starts with a
+literal, so the engine skips to candidates fast; ``_SPACED_RUN`` starts with a look-behind)."""
 
 
 def _match_form(text: str) -> str:
     if text.isascii():
-        s = _IN_WORD_SEP.sub("", text.translate(_ASCII_LOWER_LEET)).translate(_ASCII_PUNCT_SPACE)
+        s = _B_IN_WORD_SEP.sub(b"", text.encode("ascii").translate(_B_LOWER_LEET)).translate(
+            _B_PUNCT_SPACE).decode("ascii")
     else:
         s = unicodedata.normalize("NFKC", text).casefold().translate(_CONFUSABLES)
         s = "".join(c for c in unicodedata.normalize("NFD", s) if not unicodedata.combining(c))
         s = _NON_ALNUM.sub(" ", _IN_WORD_SEP.sub("", s.translate(_LEET)))
-    if _SPACED_RUN.search(s):
+    if _SPACED_HINT.search(" " + s):
         s = _SPACED_RUN.sub(lambda m: m.group(0).replace(" ", ""), s)
     return s
 
@@ -234,7 +254,9 @@ DEFAULT_PATTERN_WEIGHTS: Dict[str, float] = {
 }
 _DIGIT_OR_AT = re.compile(r"[\d@]")
 _DROP_DIGITS = str.maketrans("", "", "0123456789")
-_DIGIT_LETTER = re.compile(r"\d[a-z]")
+_INWARD_CODE = re.compile(r"\d[abd-hjlnp-uw-z]{2}(?![a-z0-9])")
+"""The tail of every ``postcode`` match (its inward code): a guard that starts at a digit,
+so it is much cheaper than the postcode pattern, which starts at every letter."""
 
 
 def _after_number(light: str, words: Tuple[str, ...]) -> bool:
@@ -258,7 +280,7 @@ _GUARDS: Dict[str, Any] = {
     "email": lambda s, d: "@" in s,
     "phone_number": lambda s, d: d >= 9,
     "nhs_number": lambda s, d: d >= 10,
-    "postcode": lambda s, d: d >= 2 and _DIGIT_LETTER.search(s) is not None,
+    "postcode": lambda s, d: d >= 2 and _INWARD_CODE.search(s) is not None,
     "street_address": lambda s, d: d >= 1,  # the pattern itself is as cheap as any guard
 }
 """Cheap necessary conditions (``guard(light_text, digit_count)``) checked before a
@@ -315,6 +337,47 @@ def parse_lexicon(doc: Mapping[str, Any]) -> Tuple[Dict[str, Tuple[str, float]],
     return phrases, patterns
 
 
+def _chains(words: Sequence[str]) -> List[List[str]]:
+    """Every way the text may write the phrase ``words`` (normalised words) as text words:
+    any run of its words may be run together (``selfharm``), their junction letters then
+    collapsing like any repeat. Each way is a list of text words, repeats collapsed."""
+    if not words:
+        return [[]]
+    out = []
+    for j in range(1, len(words) + 1):
+        head = _key(" ".join(words[:j]))
+        out.extend([head] + rest for rest in _chains(words[j:]))
+    return out
+
+
+_PRE_WORDS = 3
+"""The pre-filter looks at up to this many text words from each word start."""
+
+
+def _prefilter(norms: Iterable[str]) -> Optional[Tuple[Tuple[frozenset, frozenset], ...]]:
+    """Word-sequence sets that a text must hit to possibly match one of ``norms``.
+
+    A match starts at a word start and ends at a word end, so (repeats collapsed) the text
+    words it covers are exactly one of the phrase's ``_chains``. For k = 1.._PRE_WORDS the
+    k-th level holds (``done``, ``more``): the first k words (joined by one space) of the
+    chains that end there (or are cut there, at the last level), and of those that go on.
+    None (no pre-filter) if a phrase has a digit (the regex lets digits repeat, ``_key``
+    does not collapse them) or the phrase has too many words to enumerate.
+    """
+    done: List[set] = [set() for _ in range(_PRE_WORDS)]
+    more: List[set] = [set() for _ in range(_PRE_WORDS)]
+    for norm in norms:
+        words = norm.split()
+        if any(c.isdigit() for c in norm) or len(words) > 12:
+            return None
+        for chain in _chains(words):
+            k = min(len(chain), _PRE_WORDS)
+            done[k - 1].add(" ".join(chain[:k]))
+            for i in range(1, k if len(chain) <= _PRE_WORDS else _PRE_WORDS):
+                more[i - 1].add(" ".join(chain[:i]))
+    return tuple((frozenset(d), frozenset(m)) for d, m in zip(done, more))
+
+
 def _trie_regex(words: Iterable[str]) -> str:
     """A regex alternation of ``words`` factored as a trie (fast to reject a position)."""
     trie: Dict[str, Any] = {}
@@ -364,6 +427,7 @@ class Matcher:
         norms = {normalise(p) for p in self.phrases}
         regex = _trie_regex(norms) if norms else None
         self._regex = re.compile(rf"(?<![a-z0-9])(?:{regex})(?![a-z0-9])") if regex else None
+        self._pre = _prefilter(norms) if norms else None
         weights = dict(DEFAULT_PATTERN_WEIGHTS if patterns is None else patterns)
         self._patterns = [(name, category, re.compile(rx), weights.get(name, 0.0))
                           for name, category, rx in _PATTERNS if weights.get(name, 0.0) > 0]
@@ -377,11 +441,9 @@ class Matcher:
             text = text[:MAX_TEXT_CHARS]
         hits: List[Hit] = []
         if self._regex is not None:
-            for m in self._regex.finditer(_match_form(text)):
-                found = self._by_key.get(_key(m.group(0)))
-                if found is not None:
-                    category, weight, phrase = found
-                    hits.append(Hit(phrase, category, weight))
+            form = _match_form(text)
+            if self._pre is None or self._may_match(form):
+                hits.extend(self._phrase_hits(form))
         if self._patterns and _DIGIT_OR_AT.search(text):
             light = light_normalise(text)
             digits = len(light) - len(light.translate(_DROP_DIGITS))
@@ -390,6 +452,33 @@ class Matcher:
                     continue
                 if rx.search(light):
                     hits.append(Hit(name, category, weight))
+        return hits
+
+    def _may_match(self, form: str) -> bool:
+        """The pre-filter: False if no phrase can match the match-form text ``form``
+        (nearly every clean text), from set lookups instead of a regex pass."""
+        (done1, more1), (done2, more2), (done3, _) = self._pre  # type: ignore[misc]
+        words = _COLLAPSE.sub("", form).split()
+        keys = set(words)
+        if not keys.isdisjoint(done1):
+            return True
+        if keys.isdisjoint(more1):
+            return False
+        keys = {a + " " + b for a, b in zip(words, words[1:]) if a in more1}
+        if not keys.isdisjoint(done2):
+            return True
+        if keys.isdisjoint(more2):
+            return False
+        return not done3.isdisjoint({a + " " + b + " " + c for a, b, c in zip(words, words[1:], words[2:])
+                                     if a in more1 and a + " " + b in more2})
+
+    def _phrase_hits(self, form: str) -> List[Hit]:
+        hits = []
+        for m in self._regex.finditer(form):  # type: ignore[union-attr]
+            found = self._by_key.get(_key(m.group(0)))
+            if found is not None:
+                category, weight, phrase = found
+                hits.append(Hit(phrase, category, weight))
         return hits
 
     def assess(self, text: str, detector: str = "lexicon") -> Optional[Assessment]:

@@ -250,3 +250,26 @@ def test_plug_in_detectors_are_enabled_per_service_and_a_broken_one_is_skipped()
     assert found.score == pytest.approx(1 - 0.3 * 0.8, abs=1e-3)
     assert risk.assess("I WANT TO DIE", "!off") is None  # detection switched off for that service
     assert risk.assess("I want to die", None).detector == "lexicon"  # rooms outside services: defaults
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.one_of(st.sampled_from(ORDINARY), st.sampled_from(sorted(PHRASES)),
+                          st.sampled_from(["i", "my", "he", "no", "sh", "ad", "shh", "hurts"])),
+                min_size=1, max_size=8),
+       st.data())
+def test_the_prefilter_never_hides_a_phrase_match(parts, data):
+    """The set-lookup pre-filter only skips the phrase regex on texts it cannot match:
+    phrases and near misses mangled (repeats, joined or doubled spaces, case, leet)."""
+    text = " ".join(obfuscate(data.draw, p) for p in parts)
+    form = R._match_form(text)  # noqa: SLF001
+    if list(MATCHER._regex.finditer(form)):  # noqa: SLF001
+        assert MATCHER._may_match(form), (text, form)  # noqa: SLF001
+
+
+def test_the_prefilter_skips_everyday_text_and_lets_phrases_through():
+    everyday = "had a quiet evening, made soup and watched a film with my sister; going to read now"
+    assert not MATCHER._may_match(R._match_form(everyday))  # noqa: SLF001
+    for text in ["my phone number is", "I want to die", "selfharm again", "s e l f  harm", *PHRASES]:
+        if list(MATCHER._regex.finditer(R._match_form(text))):  # noqa: SLF001
+            assert MATCHER._may_match(R._match_form(text)), text  # noqa: SLF001
+    assert MATCHER.match("s e l f  harm")

@@ -44,6 +44,8 @@ __all__ = ["install", "RiskService", "load_lexicon"]
 
 log = Logger(namespace="sharon.risk")
 
+_LEXICON_ONLY = ["lexicon"]
+"""The default ``risk_detectors``."""
 MAX_RECENT = 50
 MAX_CACHED = 50_000
 """Flags kept in memory for ``flags_for`` (history notes for staff)."""
@@ -101,11 +103,16 @@ class RiskService:
                context: Optional[Dict[str, Any]] = None) -> Optional[R.Assessment]:
         """Run the service's enabled detectors over ``text``; None when it is clean."""
         settings = self.settings(service_id)
+        detectors = settings.get("risk_detectors", _LEXICON_ONLY)
+        if detectors == _LEXICON_ONLY and not settings.get("risk_lexicon_extra") \
+                and self.detectors["lexicon"] is self.lexicon:
+            # the default (the shipped lexicon alone): no context dict, no combine
+            return self.lexicon.matcher.assess(text)
         ctx = dict(context or {})
         ctx["service_id"] = service_id
         ctx["lexicon_extra"] = settings.get("risk_lexicon_extra")
         found = []
-        for name in settings.get("risk_detectors", ("lexicon",)):
+        for name in detectors:
             detector = self.detectors.get(name)
             if detector is None:
                 continue
