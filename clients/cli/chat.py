@@ -27,6 +27,7 @@ from textual import on, work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
+from textual.css.query import NoMatches
 from textual.widgets import Footer, Header, Input, ListView, Static
 
 from clients.cli import counter, render
@@ -289,6 +290,8 @@ class ChatApp(App):
                 await self._on_event(event)
             except (SharonError, TimeoutError) as e:
                 self._set_status(_describe_error(e))
+            except NoMatches:
+                return  # the app is closing and its widgets are gone
 
     @work(exclusive=True, group="frames")
     async def _pump_frames(self) -> None:
@@ -303,7 +306,10 @@ class ChatApp(App):
                     await asyncio.sleep(0.5)
                 continue
             if frame.get("op") == "moderation" and frame.get("type") in MOD_MARKS and frame.get("room_id") == self.current:
-                await self.open_room(self.current)  # an observer-less mark: re-read the open room
+                try:
+                    await self.open_room(self.current)  # an observer-less mark: re-read the open room
+                except NoMatches:
+                    return  # the app is closing and its widgets are gone
                 continue
             text = _notice_of(frame)
             if text:
