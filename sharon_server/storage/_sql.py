@@ -7,7 +7,8 @@ from typing import Any, Callable, Dict, Iterable, List, Sequence
 
 import attr
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncEngine
+
+from sharon_server.storage._async import AsyncEngine
 
 __all__ = ["insert_for", "to_params", "BIGINT_MIN", "BIGINT_MAX", "Engines"]
 

@@ -23,10 +23,10 @@ from typing import Any, Optional
 
 from sqlalchemy import event, text
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import AsyncAdaptedQueuePool, StaticPool
 
 from sharon_server.storage import migrations
+from sharon_server.storage._async import AsyncEngine, create_async_engine
 from sharon_server.storage._sql import Engines
 from sharon_server.storage.accounts import AccountStore
 from sharon_server.storage.events import EventStore
