@@ -8,12 +8,14 @@ abuse of the transport (a flood of bad frames, a replay buffer overflow) closes 
 from __future__ import annotations
 
 import asyncio
+from types import MappingProxyType
 from typing import Any, Callable, Dict, List, Optional
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionDeny
 from twisted.internet.tcp import Server as _TCPServer
 from twisted.logger import Logger
+from twisted.web.http import HTTPChannel
 
 from protocol import frames as F
 from protocol.errors import (
@@ -30,6 +32,13 @@ MAX_CONSECUTIVE_ERRORS = 100
 REPLIED = object()
 """A handler result meaning the handler already sent its reply itself."""
 _CODECS = {F.SUBPROTOCOL_MSGPACK: F.MSGPACK_CODEC, F.SUBPROTOCOL_JSON: F.JSON_CODEC}
+_NO_HEADERS: Any = MappingProxyType({})
+_HANDSHAKE_ONLY = {
+    # autobahn reads these only while processing the opening handshake; an open
+    # connection keeps shared empty values instead of its own copies (decision 0016).
+    "http_request_data": b"", "http_response_data": "", "http_status_line": "",
+    "http_headers": _NO_HEADERS, "http_request_params": _NO_HEADERS,
+}
 
 
 def _quiet_autobahn() -> None:
@@ -101,8 +110,26 @@ class SharonServerProtocol(WebSocketServerProtocol):
         raise ConnectionDeny(400, "offer one of the subprotocols: " + ", ".join(F.SUBPROTOCOLS))
 
     def onOpen(self) -> None:
+        self._drop_handshake_state()
         self.factory.connections.add(self)
         log.debug("ws.open", subprotocol=self.codec.subprotocol, connections=len(self.factory.connections))
+
+    def _drop_handshake_state(self) -> None:
+        """Let go of what only the opening handshake needed (~4-5 KiB per idle connection).
+
+        twisted.web registered its ``HTTPChannel`` as the TCP transport's streaming producer
+        before autobahn took the transport over; the channel, the upgrade ``Request`` and its
+        headers then lived as long as the WebSocket. For a WebSocket that producer does
+        nothing: the channel is still "handling" the upgrade request, so its pause and resume
+        have nothing to pause, and it never gets ``connectionLost`` (the transport's protocol
+        is this connection now). Unregistering it leaves the transport writing exactly as
+        before, and the channel and request become garbage. autobahn's own copies of the
+        request and response text and the parsed headers go too.
+        """
+        transport = self.transport
+        if isinstance(getattr(transport, "producer", None), HTTPChannel):
+            transport.unregisterProducer()
+        self.__dict__.update(_HANDSHAKE_ONLY)
 
     def onClose(self, wasClean: bool, code: Optional[int], reason: Optional[str]) -> None:
         self.factory.connections.discard(self)
