@@ -10,6 +10,19 @@ from typing import Optional, Sequence
 __all__ = ["main"]
 
 
+def _new_loop() -> asyncio.AbstractEventLoop:
+    """The event loop under Twisted's asyncio reactor: uvloop when installed (decision 0017),
+    the standard library's otherwise or when ``SHARON_LOOP=asyncio``."""
+    if os.environ.get("SHARON_LOOP", "uvloop") != "asyncio":
+        try:
+            import uvloop
+        except ImportError:
+            pass
+        else:
+            return uvloop.new_event_loop()
+    return asyncio.new_event_loop()
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the server until SIGINT/SIGTERM (or ``admin ...``); returns the process exit code."""
     from sharon_server.config import ConfigError, load_config
@@ -38,7 +51,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         # take its "no TLS" branch. SHARON_LOAD_TLS=1 turns this off.
         sys.modules["OpenSSL"] = None  # type: ignore[assignment]
 
-    loop = asyncio.new_event_loop()
+    loop = _new_loop()
     asyncio.set_event_loop(loop)
     from twisted.internet import asyncioreactor
 
