@@ -304,6 +304,7 @@ class PresentType(_Typed):
     """
 
     etype, kinds = P.PRESENT, frozenset({"wall", "forum", "blog"})
+    text_fields = ("message",)
 
     async def prepare(self, ctx: SendContext) -> None:
         c = ctx.content

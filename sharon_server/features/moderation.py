@@ -74,7 +74,8 @@ class Moderation(Marks):
         self.accounts = ctx.accounts
         self.hub = ctx.hub
         self.now_ms = ctx.now_ms
-        self.store = ModerationStore(ctx.db)
+        social = ctx.extras.get("social")
+        self.store = ModerationStore(ctx.db, social.store.catch_up if social is not None else None)
         self.hold_rules: List[HoldRule] = []
         """``rule(ctx) -> reason or None``, run for post-like events not already held
         (e.g. the out-of-hours rule of triage). Must be synchronous and cheap."""
