@@ -13,6 +13,8 @@ import sys
 from pathlib import Path
 from typing import Any, Dict
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 _SERVE_AND_REPORT = r'''
@@ -84,15 +86,21 @@ def test_restart_loads_neither_the_orm_nor_alembic_and_connections_drop_handshak
         assert report["http_channels_alive"] == 0
 
 
-def test_the_asyncio_package_completes_on_first_lookup_with_the_same_engine_classes() -> None:
+@pytest.mark.parametrize("first_lookup", [
+    "from sqlalchemy.ext.asyncio import AsyncSession",
+    "assert not hasattr(pkg, 'no.such')",  # not a submodule name: the package completes, then answers
+])
+def test_the_asyncio_package_completes_on_first_lookup_with_the_same_engine_classes(first_lookup: str) -> None:
     code = (
         "import sys\n"
         "from sharon_server.storage import _async\n"
         "assert 'sqlalchemy.orm' not in sys.modules\n"
         "import sqlalchemy.ext.asyncio as pkg\n"
+        f"{first_lookup}\n"
+        "assert 'sqlalchemy.orm' in sys.modules\n"
         "from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine\n"
         "assert AsyncEngine is _async.AsyncEngine and create_async_engine is _async.create_async_engine\n"
-        "assert 'sqlalchemy.orm' in sys.modules and pkg.AsyncSession is AsyncSession\n"
+        "assert pkg.AsyncSession is AsyncSession and pkg.engine.AsyncEngine is AsyncEngine\n"
         "try:\n"
         "    pkg.no_such_name\n"
         "except AttributeError:\n"

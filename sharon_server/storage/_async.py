@@ -40,7 +40,8 @@ def _complete_on_first_lookup(package: Any) -> None:
     """Run the package's own ``__init__`` into ``package`` on the first lookup of a name it lacks."""
 
     def __getattr__(name: str) -> Any:
-        if importlib.util.find_spec(f"{_PACKAGE}.{name}") is not None:
+        if (name.isidentifier() and not name.startswith("__")
+                and importlib.util.find_spec(f"{_PACKAGE}.{name}") is not None):
             # ``from . import exc`` (a submodule not loaded yet): the import system loads it.
             raise AttributeError(name)
         if package.__dict__.pop("__getattr__", None) is not None:
