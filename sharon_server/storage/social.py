@@ -85,9 +85,9 @@ _FEED_SQL = (
     "WHERE pos > (SELECT coalesce(max(id), 0) FROM search_fts_docsize) ORDER BY pos LIMIT {limit}")
 
 
-DERIVE_CHUNK = 500
-"""Most events one derive transaction reads (about 15 µs each): a chunk holds the single
-SQLite writer for a few milliseconds, and group commits get it between chunks."""
+DERIVE_CHUNK = 200
+"""Most events one derive transaction reads: each chunk holds the single SQLite writer for a
+few milliseconds, and group commits get it between chunks."""
 
 DEFAULT_TEXT_FIELDS: Tuple[str, ...] = ("title", "body")
 
@@ -147,17 +147,13 @@ def _derive_sql(dialect: str, text_fields: Mapping[str, Sequence[str]]) -> Tuple
     return sql, params
 
 
-_PAGE_END_SQL = ("SELECT max(pos) FROM (SELECT pos FROM events WHERE pos > :mark AND pos <= :limit "
-                 "ORDER BY pos LIMIT :n) p")
+_PAGE_END_SQL = "SELECT max(pos) FROM (SELECT pos FROM events WHERE pos > :mark ORDER BY pos LIMIT :n) p"
 
 
 async def derive_documents(engine: Any, dialect: str, text_fields: Mapping[str, Sequence[str]],
-                           mark: Optional[int] = None, until: Optional[int] = None,
-                           chunk: Optional[int] = None) -> Tuple[int, int]:
-    """Write the search documents of the committed events above the mark (up to ``until``
-    when given: a caller under load derives what it knows of, not a moving target),
-    ``chunk`` events per transaction, each with its FTS5 feed and the new mark, yielding
-    between chunks. ``mark`` is the caller's copy of the durable mark (read when None).
+                           chunk: int = DERIVE_CHUNK) -> Tuple[int, int]:
+    """Write the search documents of every committed event above the mark, ``chunk`` events
+    per transaction (each with its FTS5 feed and the new mark), yielding between chunks.
 
     Returns ``(documents written, the new mark)``. The caller serialises calls.
     """
@@ -166,16 +162,13 @@ async def derive_documents(engine: Any, dialect: str, text_fields: Mapping[str, 
     page_end = sa.text(_PAGE_END_SQL)
     feed = _FEED_SQL.format(limit=FEED_BATCH)
     f = search_feed.c
-    chunk = chunk or DERIVE_CHUNK
-    limit = until if until is not None else 2**62
     written = 0
-    if mark is None:
-        async with engine.connect() as conn:
-            mark = (await conn.execute(sa.select(f.derived_to).where(f.id == 1))).scalar()
+    async with engine.connect() as conn:
+        mark = (await conn.execute(sa.select(f.derived_to).where(f.id == 1))).scalar()
     mark = int(mark or 0)
-    while mark < limit:
+    while True:
         async with engine.begin() as conn:
-            upto = (await conn.execute(page_end, {"mark": mark, "limit": limit, "n": chunk})).scalar()
+            upto = (await conn.execute(page_end, {"mark": mark, "n": chunk})).scalar()
             if upto is None:
                 return written, mark
             result = await conn.execute(derive, dict(params, mark=mark, upto=upto))
@@ -187,7 +180,6 @@ async def derive_documents(engine: Any, dialect: str, text_fields: Mapping[str, 
                 await conn.execute(search_feed.insert().values(id=1, derived_to=upto))
         mark = int(upto)
         await asyncio.sleep(0)  # let a waiting group commit have the writer
-    return written, mark
 
 
 async def ensure_search_index(engine: Any, dialect: str, feed: bool = True) -> bool:
@@ -304,8 +296,7 @@ class SocialStore:
         async with self._feed_lock:
             if self._wanted <= self._derived:
                 return 0
-            n, mark = await derive_documents(self._w, self.dialect, self.text_fields(),
-                                             mark=self._derived, until=self._wanted)
+            n, mark = await derive_documents(self._w, self.dialect, self.text_fields())
             self._derived = max(self._derived, mark)
         self.feeds += 1
         self.fed_rows += n
