@@ -72,8 +72,8 @@ class EventType:
     state_event: bool = False
     text_fields: Tuple[str, ...] = ("title", "body")
     """The content keys whose strings are the event's searchable text (what
-    ``scratch["text"]`` holds when the type sets it): the search corpus is derived from
-    these keys of the stored event, after its commit (decision 0018)."""
+    ``scratch["text"]`` holds when the type sets it); read back from stored events to
+    re-derive search documents (decision 0018)."""
 
     def prepare(self, ctx: SendContext) -> Union[None, Awaitable[None]]:
         """Validate and normalise ``ctx.content`` in place; raise SharonError to refuse."""

@@ -10,7 +10,6 @@ import uuid
 import pytest
 
 from tests.helpers import user
-from tests.storage_backends import backend  # noqa: F401 - the fixture
 
 pytestmark = pytest.mark.integration
 
@@ -33,18 +32,10 @@ def test_search_sees_posts_at_once_and_after_a_crash(server, run):
         return alice.token
 
     token = run(first())
-    server.kill()
-    # Whether the timed feed ran before the kill is a race: make it certain that it did not
-    # for the last post (as if killed at once), by taking its document and the mark back.
-    import sqlite3
-
-    with sqlite3.connect(server.data_dir / "sharon.db") as db:
-        last = db.execute("SELECT max(pos) FROM events").fetchone()[0]
-        db.execute("DELETE FROM search_docs WHERE pos = ?", (last,))
-        db.execute("UPDATE search_feed SET derived_to = ?", (last - 1,))
-    server.start()
+    server.restart(hard=True)
+    # the last post's document was still in memory (decision 0018): re-derived from its event
     recovered = [r for r in server.logs if r.get("event") == "social.search_documents_recovered"]
-    assert [r["documents"] for r in recovered] == [1]  # derived from the stored event
+    assert [r["documents"] for r in recovered] == [1]
 
     async def second():
         from clients.client import SharonClient
@@ -54,89 +45,141 @@ def test_search_sees_posts_at_once_and_after_a_crash(server, run):
         hits = (await alice.request("search", query=word, limit=100))["results"]
         assert len(hits) == 32
         assert hits[0]["event"]["content"]["body"] == f"last {word} before the crash"
+        room = hits[0]["event"]["room_id"]
+        await alice.send(room, f"after {word} then a clean stop")
         await alice.close()
 
     run(second())
+    server.restart()  # SIGTERM: the pending document is written on the way down
+
+    async def third():
+        from clients.client import SharonClient
+
+        alice = await SharonClient.connect(server.ws_url)
+        await alice.auth(token)
+        hits = (await alice.request("search", query=word, limit=100))["results"]
+        assert len(hits) == 33 and hits[0]["event"]["content"]["body"] == f"after {word} then a clean stop"
+        await alice.close()
+
+    run(third())
+    recovered = [r for r in server.logs if r.get("event") == "social.search_documents_recovered"]
+    assert len(recovered) == 1  # nothing to re-derive after the clean stop
 
 
-def test_documents_are_derived_from_the_stored_events(backend):
-    """The corpus is derived from the stored events after commit (decision 0018): their
-    text fields (a present's message; title and body joined), never a state event's, a
-    non-string's or an empty one's, never a withheld (hidden) post's; the mark advances
-    over events without text; a second run writes nothing."""
+def test_documents_above_the_mark_are_re_derived_from_the_events(tmp_path, monkeypatch):
+    """Documents are written after commit; what a crash (or an overfull buffer) left
+    unwritten is re-derived from the stored events: their text fields (a present's
+    message), never a state event's, never a withheld (hidden) post's."""
     import json
 
     import sqlalchemy as sa
 
-    from sharon_server.storage import social as S
-
-    fields = {"ps.present": ("message",), "m.room.message": ("title", "body")}
-    stored = [
-        (1, "m.room.message", None, {"body": "calm breathing"}),
-        (2, "ps.present", None, {"name": "breathing flower", "message": "breathing gift"}),
-        (3, "m.room.topic", "", {"body": "breathing topic"}),
-        (4, "ps.post", None, {"title": "Breathing", "body": "hidden breathing"}),
-        (5, "ps.reaction", None, {"key": "breathing"}),
-        (6, "ps.post", None, {"title": "Breathing \u00e9t\u00e9", "body": "slow breathing, \"quoted\"\nline"}),
-        (7, "ps.post", None, {"title": 12, "body": ""}),
-        (8, "ps.present", None, {"message": ""}),
-    ]
-    event = sa.text("INSERT INTO events (pos, event_id, room_id, type, state_key, sender, origin_server_ts, json) "
-                    "VALUES (:p, :e, '!r:x', :t, :s, '@a:x', 1, :j)")
-
-    async def go():
-        db = await backend.open()
-        await db.migrate()
-        store = S.SocialStore(db, lambda: fields)
-        async with db.engine.begin() as conn:
-            for pos, etype, state_key, content in stored:
-                ev = {"type": etype, "content": content, "room_id": "!r:x"}
-                if state_key is not None:
-                    ev["state_key"] = state_key
-                await conn.execute(event, {"p": pos, "e": f"$e{pos}", "t": etype, "s": state_key,
-                                           "j": json.dumps(ev).encode()})
-            await conn.execute(sa.text(
-                "INSERT INTO search_withheld (pos, room_id, event_id, body) VALUES (4, '!r:x', '$e4', 'x')"))
-        await store.load_index()
-        async with db.engine.connect() as conn:
-            docs = dict((await conn.execute(sa.text("SELECT pos, body FROM search_docs ORDER BY pos"))).all())
-            mark = (await conn.execute(sa.text("SELECT derived_to FROM search_feed"))).scalar()
-        assert docs == {1: "calm breathing", 2: "breathing gift",
-                        6: 'Breathing \u00e9t\u00e9\nslow breathing, "quoted"\nline'}
-        assert mark == 8
-        assert [h[0] for h in await store.search(["breathing"], ["!r:x"], None, 10)] == [6, 2, 1]
-        assert await S.derive_documents(db.engine, db.dialect, fields) == (0, 8)
-
-    backend.run(go())
-
-
-def test_a_search_derives_what_was_committed_in_chunks(tmp_path, monkeypatch):
-    """A search right after commits derives the documents first, a chunk per transaction."""
-    import json
-
-    import sqlalchemy as sa
-
+    from sharon_server.event_types import EventType
+    from sharon_server.features.social import stored_texts
     from sharon_server.storage import social as S
     from sharon_server.storage.database import open_database
 
+    class Present(EventType):
+        etype, text_fields = "ps.present", ("message",)
+
+    types = {"ps.present": Present()}
+    stored = [
+        (1, {"type": "m.room.message", "content": {"body": "calm breathing"}}),
+        (2, {"type": "ps.present", "content": {"name": "Sunflower", "message": "breathing gift"}}),
+        (3, {"type": "m.room.topic", "state_key": "", "content": {"body": "breathing topic"}}),
+        (4, {"type": "ps.post", "content": {"title": "Breathing", "body": "hidden breathing"}}),
+        (5, {"type": "ps.reaction", "content": {"key": "breathing"}}),
+    ]
     event = sa.text("INSERT INTO events (pos, event_id, room_id, type, state_key, sender, origin_server_ts, json) "
-                    "VALUES (:p, :e, '!r:x', 'm.room.message', NULL, '@a:x', 1, :j)")
+                    "VALUES (:p, :e, '!r:x', :t, NULL, '@a:x', 1, :j)")
 
     async def go():
         db = await open_database(f"sqlite+aiosqlite:///{tmp_path / 's.db'}")
         await db.migrate()
-        store = S.SocialStore(db, lambda: {})
-        await store.load_index()
+        store = S.SocialStore(db, lambda ev: stored_texts(types, ev))
         async with db.engine.begin() as conn:
-            for pos in range(1, 26):
-                ev = {"type": "m.room.message", "content": {"body": f"walk {pos}"}}
-                await conn.execute(event, {"p": pos, "e": f"$e{pos}", "j": json.dumps(ev).encode()})
-        for pos in range(1, 26):
-            store.text_committed(pos)
-        assert store.behind == 25
-        monkeypatch.setattr(S, "DERIVE_CHUNK", 4)
-        hits = await store.search(["walk"], ["!r:x"], None, 100)
-        assert [h[0] for h in hits] == list(range(25, 0, -1)) and store.behind == 0
+            for pos, ev in stored:
+                await conn.execute(event, {"p": pos, "e": f"$e{pos}", "t": ev["type"],
+                                           "j": json.dumps(ev).encode()})
+            await conn.exec_driver_sql(
+                "INSERT INTO search_withheld (pos, room_id, event_id, body) VALUES (4, '!r:x', '$e4', 'x')")
+        assert await store.load_index() is True
+        assert [h[0] for h in await store.search(["breathing"], ["!r:x"], None, 10)] == [2, 1]
+        async with db.engine.connect() as conn:
+            assert (await conn.exec_driver_sql("SELECT derived_to FROM search_feed")).scalar() == 5
+        assert await S.recover_documents(db.engine, db.dialect, store.texts_of) == (0, 0, 5)
+
+        # An overfull buffer: the documents are dropped and re-derived from the events.
+        monkeypatch.setattr(S, "MAX_PENDING_DOCS", 2)
+        async with db.engine.begin() as conn:
+            for pos in (6, 7, 8):
+                body = {"type": "m.room.message", "content": {"body": f"more breathing {pos}"}}
+                await conn.execute(event, {"p": pos, "e": f"$e{pos}", "t": "m.room.message",
+                                           "j": json.dumps(body).encode()})
+        for pos in (6, 7, 8):
+            store.document_committed(pos, {"pos": pos, "room_id": "!r:x", "event_id": f"$e{pos}",
+                                           "body": f"more breathing {pos}"})
+        assert store.pending_documents == 0  # dropped at the bound, not kept growing
+        assert [h[0] for h in await store.search(["breathing"], ["!r:x"], None, 10)] == [8, 7, 6, 2, 1]
+        async with db.engine.begin() as conn:
+            await conn.exec_driver_sql("INSERT INTO search_fts(search_fts) VALUES ('integrity-check')")
+        await db.close()
+
+    asyncio.run(go())
+
+
+def test_committed_but_unindexed_documents_are_indexed_at_start_up(tmp_path):
+    """A crash between an event's commit and the index feed: start-up catches up from the
+    index's high-water mark; deleting a document the index never saw leaves it intact;
+    an old database's per-row trigger is dropped."""
+    import sqlalchemy as sa
+
+    from sharon_server.storage.database import open_database
+    from sharon_server.storage.social import SocialStore, ensure_search_index, feed_search_index
+
+    insert = sa.text("INSERT INTO search_docs (pos, room_id, event_id, body) VALUES (:p, '!r:x', :e, :b)")
+    event = sa.text("INSERT INTO events (pos, event_id, room_id, type, state_key, sender, origin_server_ts, json) "
+                    "VALUES (:p, :e, '!r:x', 'm.room.message', NULL, '@a:x', 1, '{}')")
+
+    async def rows(db, *docs):
+        async with db.engine.begin() as conn:
+            for pos, body in docs:
+                await conn.execute(event, {"p": pos, "e": f"$e{pos}"})
+                await conn.execute(insert, {"p": pos, "e": f"$e{pos}", "b": body})
+
+    async def hits(db, word):
+        return [h[0] for h in await SocialStore(db).search([word], ["!r:x"], None, 10)]
+
+    async def go():
+        path = tmp_path / "s.db"
+        db = await open_database(f"sqlite+aiosqlite:///{path}")
+        await db.migrate()
+        assert await ensure_search_index(db.engine, db.dialect) is True
+        async with db.engine.begin() as conn:  # as an older server left it
+            await conn.exec_driver_sql(
+                "CREATE TRIGGER search_docs_ai AFTER INSERT ON search_docs BEGIN "
+                "INSERT INTO search_fts(rowid, body) VALUES (new.pos, new.body); END")
+        await rows(db, (1, "calm breathing"))
+        assert await hits(db, "breathing") == [1]
+        assert await ensure_search_index(db.engine, db.dialect) is False
+        await rows(db, (2, "more breathing"), (3, "walks and breathing"))  # committed, then "crash"
+        assert await hits(db, "breathing") == [1]  # the trigger is gone: not indexed yet
+        async with db.engine.begin() as conn:  # an unindexed document deleted: no FTS 'delete'
+            await conn.exec_driver_sql("DELETE FROM search_docs WHERE pos = 3")
+            await conn.exec_driver_sql("DELETE FROM events WHERE pos = 3")
+        await db.close()
+
+        db = await open_database(f"sqlite+aiosqlite:///{path}")  # start-up
+        assert await ensure_search_index(db.engine, db.dialect) is False
+        assert await hits(db, "breathing") == [2, 1]
+        async with db.engine.begin() as conn:  # an indexed one deleted leaves the index too
+            await conn.exec_driver_sql("DELETE FROM search_docs WHERE pos = 1")
+            await conn.exec_driver_sql("INSERT INTO search_fts(search_fts) VALUES ('integrity-check')")
+        assert await hits(db, "calm") == []
+        await rows(db, *((p, f"bulk breathing {p}") for p in range(10, 30)))
+        assert await feed_search_index(db.engine, db.dialect, batch=7) == (20, 29)
+        assert await feed_search_index(db.engine, db.dialect) == (0, 29)
+        assert len(await SocialStore(db).search(["breathing"], ["!r:x"], None, 100)) == 21
         async with db.engine.begin() as conn:
             await conn.exec_driver_sql("INSERT INTO search_fts(search_fts) VALUES ('integrity-check')")
         await db.close()

@@ -7,10 +7,9 @@ The ``_SocialObserver`` runs after the services tagger (which sets ``scratch["se
   joined to the room -- and writes them into the signed content as ``"mentions": [user_id]``
   (a client cannot forge the key: it is always replaced); extracts ``#tags`` for rooms of
   a service; collects the text to index.
-- ``derive``: tag rows and notification rows (``scratch["notify"]`` plus mentions; never
-  the sender; one per member per event), in the event's own transaction. The search
-  document is not written there: it is derived from the stored event after the commit,
-  in bulk (decision 0018).
+- ``derive``: tag rows, the search document, and notification rows (``scratch["notify"]``
+  plus mentions; never the sender; one per member per event), all in the event's own
+  transaction.
 - ``committed``: counts tags into the per-service ``Trending`` windows and pushes each
   notification to the member's live connections.
 
@@ -62,8 +61,7 @@ class Social:
         self.services = ctx.services
         self.hub = ctx.hub
         self.now_ms = ctx.now_ms
-        self.store = SocialStore(ctx.db, lambda: {
-            etype: spec.text_fields for etype, spec in ctx.rooms.event_types.items()})
+        self.store = SocialStore(ctx.db, lambda event: stored_texts(ctx.rooms.event_types, event))
         self.window_ms = _window_ms(ctx.config)
         self.bucket_ms = min(3600 * 1000, max(1000, self.window_ms // 60))
         self.trending: Dict[str, Trending] = {}
@@ -177,6 +175,20 @@ def _texts(ctx: SendContext) -> List[str]:
     return [t for t in texts if type(t) is str and t]
 
 
+def stored_texts(event_types: Dict[str, EventType], event: Dict[str, Any]) -> List[str]:
+    """The searchable texts of a stored event: what ``_texts`` found when it was sent (the
+    type's ``text_fields`` of its content; none for a state event). Used to re-derive search
+    documents a crash left unwritten (decision 0018)."""
+    if "state_key" in event:
+        return []
+    content = event.get("content")
+    if type(content) is not dict:
+        return []
+    etype = event_types.get(event.get("type", ""))
+    fields = etype.text_fields if etype is not None else EventType.text_fields
+    return [t for t in (content.get(k) for k in fields) if type(t) is str and t]
+
+
 def _filter_notifications(filters: List[Any], rows: List[Dict[str, Any]], texts: List[str],
                           scratch: Dict[str, Any]) -> List[Dict[str, Any]]:
     """Apply ``ctx.extras["notify_filters"]``: ``f(row, texts)`` returns None (store and push),
@@ -264,8 +276,11 @@ class _SocialObserver(EventType):
         return out
 
     def committed(self, ctx: SendContext, event_id: str, pos: int, event: Dict[str, Any]) -> None:
-        if ctx.scratch.get("social_texts"):  # its search document: derived after the commit
-            self.s.store.text_committed(pos)
+        # The search document is written after the commit, in bulk (decision 0018).
+        texts = ctx.scratch.get("social_texts")
+        self.s.store.document_committed(pos, {
+            "pos": pos, "room_id": ctx.room_id, "event_id": event_id,
+            "body": texts[0] if len(texts) == 1 else "\n".join(texts)} if texts else None)
         tags = ctx.scratch.get("social_tags")
         if tags:
             window = self.s.window(ctx.scratch["service"])
@@ -282,6 +297,7 @@ def install(ctx: Any) -> None:
     ctx.extras["social"] = social
     ctx.rooms.observers.append(_SocialObserver(social))
     ctx.add_loader(social.load)
+    ctx.add_stopper(social.store.flush)  # pending search documents, at a clean stop
     from sharon_server.features.social_notices import Notifier
 
     notifier = Notifier(social)  # notices (sanctions, decisions, outcomes) in the feed

@@ -79,5 +79,6 @@ search_feed = sa.Table(
     sa.Column("derived_to", sa.BigInteger, nullable=False),
 )
 """One row (``id`` 1, migration 0015): every event at or below ``derived_to`` has its
-``search_docs`` row (or needs none). Documents are derived from the stored events after
-their commit, in bulk, and this mark is committed with them (decision 0018)."""
+``search_docs`` row written (or needs none). Documents are written after the event's commit,
+in bulk (decision 0018); start-up re-derives the documents of the events above the mark
+from the events themselves, so a crash loses none."""

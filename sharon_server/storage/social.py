@@ -2,25 +2,26 @@
 
 Tag and notification rows are written in the event's own transaction (the feature returns
 the statements below from its observer's ``derive``). The search corpus is not (decision
-0018): this store derives it, and holds the start-up DDL of the full-text index and the
-staff approvals (not derived from events).
+0018): this store writes it, plus the start-up DDL of the full-text index and the staff
+approvals (not derived from events).
 
-Full-text search, both steps after the event's commit and outside the group-commit
-transaction (decision 0018), in transactions of ``DERIVE_CHUNK`` events:
+Full-text search, in two steps, both after the event's commit:
 
-1. **The corpus** (``search_docs``, each event's text) is derived by SQL from the stored
-   events (``derive_documents``): one ``INSERT ... SELECT`` reads each event's JSON and
-   joins its text fields, so no Python runs per event. A durable mark
-   (``search_feed.derived_to``) says how far it has got, committed with the documents. The
-   feature runs it about every half second after a post with text, before every search and
-   at start-up, so a search sees every acknowledged post and a crash loses nothing.
+1. **The corpus** (``search_docs``, each event's text): the observer hands each committed
+   event's document to ``document_committed``, which keeps it in memory; about every half
+   second, before every search and at a clean stop, ``write_documents`` writes them in one
+   transaction together with a durable mark (``search_feed.derived_to``: every event at or
+   below it has its document). A crash loses only documents above the mark, and start-up
+   (``recover_documents``) re-derives those from the events themselves. So the group-commit
+   transaction writes no second copy of a message, and a search still sees every
+   acknowledged post.
 2. **The index**: on SQLite an external-content FTS5 table ``search_fts`` (rowid = pos) over
-   ``search_docs``, fed in the same transaction by ``feed_search_index``'s bulk
-   ``INSERT ... SELECT`` of every row above the index's high-water mark (no per-row trigger:
-   decision 0011). That mark is the index's own largest rowid (``max(id)`` of FTS5's
-   ``docsize`` shadow table); positions are committed in increasing order (one group
-   committer), which is what makes single marks enough. On PostgreSQL a GIN index on
-   ``to_tsvector('simple', body)``, maintained by PostgreSQL itself.
+   ``search_docs``, fed by ``feed_search_index`` with every row above the index's high-water
+   mark in one bulk ``INSERT ... SELECT`` (no per-row trigger: decision 0011). The mark is
+   the index's own largest rowid (``max(id)`` of FTS5's ``docsize`` shadow table),
+   committed atomically with the entries; positions are written in increasing order, which
+   is what makes a single high-water mark enough. On PostgreSQL a GIN index on
+   ``to_tsvector('simple', body)``, maintained by PostgreSQL itself; the feed is a no-op.
 
 User queries never reach the FTS syntax: they are cut into word terms, each quoted (FTS5)
 or handed to ``plainto_tsquery`` (PostgreSQL), and always bound as parameters.
@@ -29,8 +30,9 @@ or handed to ``plainto_tsquery`` (PostgreSQL), and always bound as parameters.
 from __future__ import annotations
 
 import asyncio
+import json
 import re
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import sqlalchemy as sa
 from twisted.logger import Logger
@@ -85,101 +87,56 @@ _FEED_SQL = (
     "WHERE pos > (SELECT coalesce(max(id), 0) FROM search_fts_docsize) ORDER BY pos LIMIT {limit}")
 
 
-DERIVE_CHUNK = 200
-"""Most events one derive transaction reads: each chunk holds the single SQLite writer for a
-few milliseconds, and group commits get it between chunks."""
+MAX_PENDING_DOCS = 20_000
+"""Most search documents held in memory between feeds (past it: re-derived from the events)."""
 
-DEFAULT_TEXT_FIELDS: Tuple[str, ...] = ("title", "body")
-
-
-def _derive_sql(dialect: str, text_fields: Mapping[str, Sequence[str]]) -> Tuple[str, Dict[str, Any]]:
-    """The statement that writes the search documents of the events in ``(:mark, :mark+page]``
-    straight from their stored JSON, without a Python round trip per event.
-
-    A document is the event's text fields (``text_fields[type]``, else title and body) that
-    are non-empty strings, joined by a newline, exactly what the observer saw at send time;
-    state events and events withheld by moderators get none.
-    """
-    fields = sorted({f for fs in text_fields.values() for f in fs} | set(DEFAULT_TEXT_FIELDS))
-    col = {f: f"f{i}" for i, f in enumerate(fields)}
-    params: Dict[str, Any] = {}
-
-    def joined(names: Sequence[str]) -> str:
-        expr = "NULL"
-        for name in names:
-            c = col[name]
-            expr = c if expr == "NULL" else (
-                f"CASE WHEN ({expr}) IS NULL THEN {c} WHEN {c} IS NULL THEN ({expr}) "
-                f"ELSE ({expr}) || {nl} || {c} END")
-        return expr
-
-    if dialect == "sqlite":
-        nl = "char(10)"
-        content = "CAST(json AS TEXT) ->> '$.content'"
-        extract = ", ".join(f"CASE WHEN json_type(c, '$.{f}') = 'text' THEN nullif(c ->> '$.{f}', '') END AS {col[f]}"
-                            for f in fields)
-        is_object = "json_type(c) = 'object'"
-    else:
-        nl = "chr(10)"
-        content = "convert_from(json, 'UTF8')::jsonb -> 'content'"
-        extract = ", ".join(f"CASE WHEN jsonb_typeof(c -> '{f}') = 'string' THEN nullif(c ->> '{f}', '') END AS {col[f]}"
-                            for f in fields)
-        is_object = "jsonb_typeof(c) = 'object'"
-    materialized = "AS MATERIALIZED"
-    cases = []
-    for i, (etype, names) in enumerate(sorted(text_fields.items())):
-        if tuple(names) == DEFAULT_TEXT_FIELDS:
-            continue
-        params[f"t{i}"] = etype
-        cases.append(f"WHEN :t{i} THEN {joined(names)}")
-    default = joined(DEFAULT_TEXT_FIELDS)
-    body = f"CASE type {' '.join(cases)} ELSE {default} END" if cases else default
-    # INSERT first, the WITH inside it: Python's sqlite3 reports a row count only for a
-    # statement that starts with INSERT.
-    sql = (
-        f"INSERT INTO search_docs (pos, room_id, event_id, body) "
-        f"WITH page {materialized} (SELECT pos, room_id, event_id, type, {content} AS c FROM events "
-        f"WHERE pos > :mark AND pos <= :upto AND state_key IS NULL), "
-        f"fields {materialized} (SELECT pos, room_id, event_id, type, {extract} FROM page WHERE {is_object}) "
-        f"SELECT pos, room_id, event_id, body FROM (SELECT pos, room_id, event_id, {body} AS body FROM fields) d "
-        f"WHERE body IS NOT NULL AND NOT EXISTS (SELECT 1 FROM search_withheld w WHERE w.pos = d.pos) "
-        f"ORDER BY pos ON CONFLICT DO NOTHING")
-    return sql, params
+RECOVER_PAGE = 2000
+"""Events read per page when re-deriving documents above the mark."""
 
 
-_PAGE_END_SQL = "SELECT max(pos) FROM (SELECT pos FROM events WHERE pos > :mark ORDER BY pos LIMIT :n) p"
-
-
-async def derive_documents(engine: Any, dialect: str, text_fields: Mapping[str, Sequence[str]],
-                           chunk: int = DERIVE_CHUNK) -> Tuple[int, int]:
-    """Write the search documents of every committed event above the mark, ``chunk`` events
-    per transaction (each with its FTS5 feed and the new mark), yielding between chunks.
-
-    Returns ``(documents written, the new mark)``. The caller serialises calls.
-    """
-    sql, params = _derive_sql(dialect, text_fields)
-    derive = sa.text(sql)
-    page_end = sa.text(_PAGE_END_SQL)
-    feed = _FEED_SQL.format(limit=FEED_BATCH)
+async def write_documents(engine: Any, dialect: str, docs: Sequence[Dict[str, Any]], derived_to: int) -> None:
+    """Write committed events' search documents and raise the mark to ``derived_to``, in one
+    transaction (a document already there is left as it is)."""
+    insert = insert_for(dialect)
     f = search_feed.c
-    written = 0
+    async with engine.begin() as conn:
+        if docs:
+            await conn.execute(insert(search_docs).on_conflict_do_nothing(), list(docs))
+        await conn.execute(insert(search_feed).on_conflict_do_nothing(), [{"id": 1, "derived_to": derived_to}])
+        await conn.execute(sa.update(search_feed).where(f.id == 1, f.derived_to < derived_to)
+                           .values(derived_to=derived_to))
+
+
+async def recover_documents(engine: Any, dialect: str, texts_of: Callable[[Dict[str, Any]], List[str]],
+                            page: int = RECOVER_PAGE) -> Tuple[int, int, int]:
+    """Re-derive the search documents of every event above the mark (those a crash, or an
+    overfull buffer, left unwritten), a page at a time. Events whose document was withheld
+    (hidden by a moderator) are left out. Returns ``(documents written, the last one's
+    pos, the new mark)``."""
+    e = events.c
     async with engine.connect() as conn:
-        mark = (await conn.execute(sa.select(f.derived_to).where(f.id == 1))).scalar()
+        mark = (await conn.execute(sa.select(search_feed.c.derived_to).where(search_feed.c.id == 1))).scalar()
     mark = int(mark or 0)
+    written = last_doc = 0
+    withheld = sa.select(search_withheld.c.pos).where(search_withheld.c.pos == e.pos)
     while True:
-        async with engine.begin() as conn:
-            upto = (await conn.execute(page_end, {"mark": mark, "n": chunk})).scalar()
-            if upto is None:
-                return written, mark
-            result = await conn.execute(derive, dict(params, mark=mark, upto=upto))
-            written += max(0, result.rowcount or 0)
-            if dialect == "sqlite":
-                await conn.exec_driver_sql(feed)
-            updated = await conn.execute(sa.update(search_feed).where(f.id == 1).values(derived_to=upto))
-            if not updated.rowcount:
-                await conn.execute(search_feed.insert().values(id=1, derived_to=upto))
-        mark = int(upto)
-        await asyncio.sleep(0)  # let a waiting group commit have the writer
+        q = (sa.select(e.pos, e.room_id, e.event_id, e.json).where(e.pos > mark, ~withheld.exists())
+             .order_by(e.pos).limit(page))
+        async with engine.connect() as conn:
+            rows = (await conn.execute(q)).all()
+        if not rows:
+            return written, last_doc, mark
+        docs = []
+        for row in rows:
+            texts = texts_of(json.loads(row.json))
+            if texts:
+                docs.append({"pos": row.pos, "room_id": row.room_id, "event_id": row.event_id,
+                             "body": "\n".join(texts)})
+        mark = int(rows[-1].pos)
+        await write_documents(engine, dialect, docs, mark)
+        if docs:
+            written += len(docs)
+            last_doc = docs[-1]["pos"]
 
 
 async def ensure_search_index(engine: Any, dialect: str, feed: bool = True) -> bool:
@@ -231,7 +188,7 @@ async def feed_search_index(engine: Any, dialect: str, batch: int = FEED_BATCH) 
 class SocialStore:
     """Statements for derived rows and the reads of tags, notifications and search."""
 
-    def __init__(self, db: Any, text_fields: Optional[Callable[[], Mapping[str, Sequence[str]]]] = None) -> None:
+    def __init__(self, db: Any, texts_of: Optional[Callable[[Dict[str, Any]], List[str]]] = None) -> None:
         self._w = db.engine
         self._r = db.read_engine
         self.dialect = db.dialect
@@ -240,33 +197,55 @@ class SocialStore:
         self.insert_notification = insert(notifications).on_conflict_do_nothing()
         self.insert_doc = insert(search_docs).on_conflict_do_nothing()
         self._insert_approval = insert(social_tag_approvals).on_conflict_do_nothing()
-        self.text_fields: Callable[[], Mapping[str, Sequence[str]]] = text_fields or (lambda: {})
-        """Event type -> the content keys whose strings are its searchable text."""
+        self.texts_of: Callable[[Dict[str, Any]], List[str]] = texts_of or (lambda event: [])
+        """The searchable texts of a stored event (re-deriving documents after a crash)."""
         self._feed_lock = asyncio.Lock()
+        self._docs: List[Dict[str, Any]] = []
+        self._docs_to = 0
+        self._marked = 0
+        self._overflow = False
         self._wanted = 0
-        self._derived = 0
+        self._indexed = 0
         self._feed_timer: Optional[asyncio.TimerHandle] = None
         self.fed_rows = 0
         self.feeds = 0
 
     # -- the search corpus and the full-text index feed ---------------------------------
-    def text_committed(self, pos: int) -> None:
-        """The event at ``pos``, which has searchable text, is committed: its document is
-        written within ``FEED_INTERVAL_S`` (before any search). Called on the commit path:
-        no I/O here, at most one timer armed at a time."""
-        if pos > self._wanted:
-            self._wanted = pos
-        self.documents_committed()
+    def document_committed(self, pos: int, doc: Optional[Dict[str, Any]]) -> None:
+        """The event at ``pos`` is committed; ``doc`` is its search document, if it has text.
+
+        Called on the commit path, in position order, for every event sent: no I/O here.
+        The document waits in memory and is written within ``FEED_INTERVAL_S`` (before any
+        search, and at a clean stop); a crash before that loses nothing, as start-up
+        re-derives the documents above the durable mark from the events. Bounded: past
+        ``MAX_PENDING_DOCS`` the buffer stops growing and the next feed re-derives from the
+        mark instead.
+        """
+        if pos > self._docs_to:
+            self._docs_to = pos
+        if doc is None:
+            return
+        if not self._overflow:
+            if len(self._docs) < MAX_PENDING_DOCS:
+                self._docs.append(doc)
+            else:
+                self._docs = []
+                self._overflow = True
+        self._arm(FEED_INTERVAL_S if not self._overflow else 0.0)
 
     def documents_committed(self) -> None:
-        """Derive and index within ``FEED_INTERVAL_S``."""
+        """Feed the index within ``FEED_INTERVAL_S`` (rows written outside the send path,
+        e.g. a restored document)."""
+        self._arm(FEED_INTERVAL_S)
+
+    def _arm(self, delay: float) -> None:
         if self._feed_timer is not None:
             return
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:  # no loop (unit tests): the next search or start-up feeds them
             return
-        self._feed_timer = loop.call_later(FEED_INTERVAL_S, self._feed_due)
+        self._feed_timer = loop.call_later(delay, self._feed_due)
 
     def _feed_due(self) -> None:
         self._feed_timer = None
@@ -275,47 +254,71 @@ class SocialStore:
     async def _feed_logged(self) -> None:
         try:
             await self.catch_up()
-        except Exception:  # noqa: BLE001 - the mark did not move: the next feed retries
+        except Exception:  # noqa: BLE001 - kept in memory (or re-derived): the next feed retries
             log.failure("social.search_feed_failed")
-            self.documents_committed()
+            if self._docs or self._overflow:
+                self._arm(FEED_INTERVAL_S)
 
     @property
-    def behind(self) -> int:
-        """How far (in stream positions) the search corpus is behind the newest text."""
-        return max(0, self._wanted - self._derived)
+    def pending_documents(self) -> int:
+        """Search documents committed with their events but not written yet."""
+        return len(self._docs)
 
     async def catch_up(self) -> int:
-        """Write the documents of every committed event above the mark and index them;
-        returns how many documents were written.
+        """Write every pending document and index every written one not indexed yet;
+        returns how many rows the index took.
 
-        Nothing to do (no database round trip) when every event with text is derived; a
-        search calls this first, so it sees every acknowledged post.
+        Nothing to do (no database round trip) when nothing is pending; a search calls this
+        first, so it sees every acknowledged post.
         """
-        if self._wanted <= self._derived and not self._feed_lock.locked():
+        if not self._docs and not self._overflow and (
+                self.dialect != "sqlite" or self._wanted <= self._indexed) and not self._feed_lock.locked():
             return 0
         async with self._feed_lock:
-            if self._wanted <= self._derived:
+            if self._overflow:
+                self._overflow = False
+                self._docs = []
+                _, last_doc, mark = await recover_documents(self._w, self.dialect, self.texts_of)
+                self._marked = max(self._marked, mark)
+                self._wanted = max(self._wanted, last_doc)
+            else:
+                docs, self._docs = self._docs, []
+                to = self._docs_to
+                if docs or to > self._marked:
+                    try:
+                        await write_documents(self._w, self.dialect, docs, to)
+                    except BaseException:
+                        self._docs[:0] = docs
+                        raise
+                    self._marked = max(self._marked, to)
+                if docs:
+                    self._wanted = max(self._wanted, docs[-1]["pos"])
+            if self.dialect != "sqlite" or self._wanted <= self._indexed:
                 return 0
-            n, mark = await derive_documents(self._w, self.dialect, self.text_fields())
-            self._derived = max(self._derived, mark)
+            n, mark = await feed_search_index(self._w, self.dialect)
+            self._indexed = max(self._indexed, mark)
         self.feeds += 1
         self.fed_rows += n
         return n
 
     async def load_index(self) -> bool:
-        """Start-up: create the full-text index if new, write the documents of the events
-        above the mark (those a crash left underived), and index everything. True if the
-        index was created."""
+        """Start-up: create the full-text index if new, re-derive the documents a crash
+        left unwritten, and index everything. True if the index was created."""
         created = await ensure_search_index(self._w, self.dialect, feed=False)
-        async with self._feed_lock:
-            n, self._derived = await derive_documents(self._w, self.dialect, self.text_fields())
-        if n:
-            log.info("social.search_documents_recovered", documents=n)
+        recovered, _, mark = await recover_documents(self._w, self.dialect, self.texts_of)
+        self._marked = max(self._marked, mark)
+        if recovered:
+            log.info("social.search_documents_recovered", documents=recovered)
         await feed_search_index(self._w, self.dialect)
         return created
 
+    async def flush(self) -> None:
+        """Write what is pending now (a clean stop; before a document is withheld)."""
+        self.stop()
+        await self.catch_up()
+
     def stop(self) -> None:
-        """Cancel a pending timed feed (start-up derives what is left)."""
+        """Cancel a pending timed feed."""
         if self._feed_timer is not None:
             self._feed_timer.cancel()
             self._feed_timer = None

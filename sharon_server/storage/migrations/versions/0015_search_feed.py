@@ -2,9 +2,9 @@
 
 - ``search_feed``: one row, ``derived_to``: every event at or below it has its
   ``search_docs`` row (or needs none). Search documents are no longer written in the event's
-  own transaction but derived from the stored events after it, in bulk (decision 0018). An
-  existing database starts at its newest event: until now every document was written with
-  its event.
+  own transaction but in bulk after it (decision 0018); start-up re-derives those of the
+  events above the mark. An existing database starts at its newest event: until now every
+  document was written with its event.
 
 Revision ID: 0015
 Revises: 0014
@@ -34,6 +34,6 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    """Drop search_feed (the documents of events above its mark stay missing: stop the
-    server cleanly after a search, which derives them, before downgrading)."""
+    """Drop search_feed (documents above its mark that were not yet written stay missing
+    until an upgrade re-derives them)."""
     op.drop_table("search_feed")
