@@ -111,8 +111,6 @@ class ServerApp:
         """Stop listening, let pending commits finish, close storage."""
         if self.port is not None:
             await self.port.stopListening().asFuture(_loop(self._reactor))
-        if self.features is not None:
-            await self.features.stop()
         if self.db is not None:
             await self.db.close()
         log.info("server.stopped")

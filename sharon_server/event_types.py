@@ -70,10 +70,6 @@ class EventType:
     kinds: Optional[FrozenSet[str]] = None
     """Room kinds this type may be sent in (None: every kind)."""
     state_event: bool = False
-    text_fields: Tuple[str, ...] = ("title", "body")
-    """The content keys whose strings are the event's searchable text (what
-    ``scratch["text"]`` holds when the type sets it); read back from stored events to
-    re-derive search documents (decision 0018)."""
 
     def prepare(self, ctx: SendContext) -> Union[None, Awaitable[None]]:
         """Validate and normalise ``ctx.content`` in place; raise SharonError to refuse."""

@@ -33,9 +33,6 @@ def test_search_sees_posts_at_once_and_after_a_crash(server, run):
 
     token = run(first())
     server.restart(hard=True)
-    # the last post's document was still in memory (decision 0018): re-derived from its event
-    recovered = [r for r in server.logs if r.get("event") == "social.search_documents_recovered"]
-    assert [r["documents"] for r in recovered] == [1]
 
     async def second():
         from clients.client import SharonClient
@@ -45,87 +42,9 @@ def test_search_sees_posts_at_once_and_after_a_crash(server, run):
         hits = (await alice.request("search", query=word, limit=100))["results"]
         assert len(hits) == 32
         assert hits[0]["event"]["content"]["body"] == f"last {word} before the crash"
-        room = hits[0]["event"]["room_id"]
-        await alice.send(room, f"after {word} then a clean stop")
         await alice.close()
 
     run(second())
-    server.restart()  # SIGTERM: the pending document is written on the way down
-
-    async def third():
-        from clients.client import SharonClient
-
-        alice = await SharonClient.connect(server.ws_url)
-        await alice.auth(token)
-        hits = (await alice.request("search", query=word, limit=100))["results"]
-        assert len(hits) == 33 and hits[0]["event"]["content"]["body"] == f"after {word} then a clean stop"
-        await alice.close()
-
-    run(third())
-    recovered = [r for r in server.logs if r.get("event") == "social.search_documents_recovered"]
-    assert len(recovered) == 1  # nothing to re-derive after the clean stop
-
-
-def test_documents_above_the_mark_are_re_derived_from_the_events(tmp_path, monkeypatch):
-    """Documents are written after commit; what a crash (or an overfull buffer) left
-    unwritten is re-derived from the stored events: their text fields (a present's
-    message), never a state event's, never a withheld (hidden) post's."""
-    import json
-
-    import sqlalchemy as sa
-
-    from sharon_server.event_types import EventType
-    from sharon_server.features.social import stored_texts
-    from sharon_server.storage import social as S
-    from sharon_server.storage.database import open_database
-
-    class Present(EventType):
-        etype, text_fields = "ps.present", ("message",)
-
-    types = {"ps.present": Present()}
-    stored = [
-        (1, {"type": "m.room.message", "content": {"body": "calm breathing"}}),
-        (2, {"type": "ps.present", "content": {"name": "Sunflower", "message": "breathing gift"}}),
-        (3, {"type": "m.room.topic", "state_key": "", "content": {"body": "breathing topic"}}),
-        (4, {"type": "ps.post", "content": {"title": "Breathing", "body": "hidden breathing"}}),
-        (5, {"type": "ps.reaction", "content": {"key": "breathing"}}),
-    ]
-    event = sa.text("INSERT INTO events (pos, event_id, room_id, type, state_key, sender, origin_server_ts, json) "
-                    "VALUES (:p, :e, '!r:x', :t, NULL, '@a:x', 1, :j)")
-
-    async def go():
-        db = await open_database(f"sqlite+aiosqlite:///{tmp_path / 's.db'}")
-        await db.migrate()
-        store = S.SocialStore(db, lambda ev: stored_texts(types, ev))
-        async with db.engine.begin() as conn:
-            for pos, ev in stored:
-                await conn.execute(event, {"p": pos, "e": f"$e{pos}", "t": ev["type"],
-                                           "j": json.dumps(ev).encode()})
-            await conn.exec_driver_sql(
-                "INSERT INTO search_withheld (pos, room_id, event_id, body) VALUES (4, '!r:x', '$e4', 'x')")
-        assert await store.load_index() is True
-        assert [h[0] for h in await store.search(["breathing"], ["!r:x"], None, 10)] == [2, 1]
-        async with db.engine.connect() as conn:
-            assert (await conn.exec_driver_sql("SELECT derived_to FROM search_feed")).scalar() == 5
-        assert await S.recover_documents(db.engine, db.dialect, store.texts_of) == (0, 0, 5)
-
-        # An overfull buffer: the documents are dropped and re-derived from the events.
-        monkeypatch.setattr(S, "MAX_PENDING_DOCS", 2)
-        async with db.engine.begin() as conn:
-            for pos in (6, 7, 8):
-                body = {"type": "m.room.message", "content": {"body": f"more breathing {pos}"}}
-                await conn.execute(event, {"p": pos, "e": f"$e{pos}", "t": "m.room.message",
-                                           "j": json.dumps(body).encode()})
-        for pos in (6, 7, 8):
-            store.document_committed(pos, {"pos": pos, "room_id": "!r:x", "event_id": f"$e{pos}",
-                                           "body": f"more breathing {pos}"})
-        assert store.pending_documents == 0  # dropped at the bound, not kept growing
-        assert [h[0] for h in await store.search(["breathing"], ["!r:x"], None, 10)] == [8, 7, 6, 2, 1]
-        async with db.engine.begin() as conn:
-            await conn.exec_driver_sql("INSERT INTO search_fts(search_fts) VALUES ('integrity-check')")
-        await db.close()
-
-    asyncio.run(go())
 
 
 def test_committed_but_unindexed_documents_are_indexed_at_start_up(tmp_path):

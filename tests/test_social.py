@@ -365,9 +365,8 @@ def test_observer_notifies_once_per_member_never_the_sender_and_pushes_live():
     by_table = {stmt.table.name: params for stmt, params in derived}
     assert [(r["user_id"], r["reason"]) for r in by_table["notifications"]] == [("@b:x", "reply")]
     assert [r["tag"] for r in by_table["social_tags"]] == ["hope"]
-    assert "search_docs" not in by_table  # written after the commit, in bulk (decision 0018)
+    assert by_table["search_docs"][0]["body"] == content["body"]
     observer.committed(ctx, "$e", 7, {"origin_server_ts": 5})
-    assert social.store.pending_documents == 1 and social.store._docs[0]["body"] == content["body"]
     assert [f["notification"]["reason"] for f in conn.frames] == ["reply"]
     assert conn.frames[0]["notification"]["unread"] == 1 and social.unread == {"@b:x": 1}
     assert social.window("!s:x").top(5, 5) == [("hope", 1)]

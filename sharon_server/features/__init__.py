@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any, Callable, List, Optional
 
 import attr
-from twisted.logger import Logger
 
 __all__ = ["FeatureContext", "INSTALL_ORDER", "install_all"]
 
@@ -23,8 +22,6 @@ INSTALL_ORDER = (
     "invites", "risk", "controls", "moderation", "triage", "staff", "unmask",
 )
 """Feature modules, in dependency order (later ones may use what earlier ones publish)."""
-
-log = Logger(namespace="sharon.features")
 
 
 @attr.s(slots=True, auto_attribs=True)
@@ -57,19 +54,6 @@ class FeatureContext:
     def add_loader(self, loader: Callable[[], Any]) -> None:
         """Register an async start-up loader, run in install order after the room state."""
         self.extras.setdefault("loaders", []).append(loader)
-
-    def add_stopper(self, stopper: Callable[[], Any]) -> None:
-        """Register an async shutdown step, run (in reverse install order) after the port
-        stops listening and before the database closes: e.g. writing what is buffered."""
-        self.extras.setdefault("stoppers", []).append(stopper)
-
-    async def stop(self) -> None:
-        """Run every feature's shutdown step; one that fails is logged, the rest still run."""
-        for stopper in reversed(self.extras.get("stoppers", [])):
-            try:
-                await stopper()
-            except Exception:  # noqa: BLE001 - shutting down: log and go on
-                log.failure("features.stop_failed")
 
 
 def install_all(ctx: FeatureContext, only: Optional[List[str]] = None) -> None:

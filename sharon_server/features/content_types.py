@@ -304,7 +304,6 @@ class PresentType(_Typed):
     """
 
     etype, kinds = P.PRESENT, frozenset({"wall", "forum", "blog"})
-    text_fields = ("message",)
 
     async def prepare(self, ctx: SendContext) -> None:
         c = ctx.content

@@ -74,8 +74,7 @@ class Moderation(Marks):
         self.accounts = ctx.accounts
         self.hub = ctx.hub
         self.now_ms = ctx.now_ms
-        social = ctx.extras.get("social")
-        self.store = ModerationStore(ctx.db, social.store.catch_up if social is not None else None)
+        self.store = ModerationStore(ctx.db)
         self.hold_rules: List[HoldRule] = []
         """``rule(ctx) -> reason or None``, run for post-like events not already held
         (e.g. the out-of-hours rule of triage). Must be synchronous and cheap."""

@@ -36,11 +36,8 @@ def _in_services(stmt: Any, table: Any, service_ids: Optional[List[Optional[str]
 class ModerationStore:
     """Reads and writes of the moderation tables."""
 
-    def __init__(self, db: Any, flush_search: Any = None) -> None:
+    def __init__(self, db: Any) -> None:
         self._db = db
-        self._flush_search = flush_search
-        """Writes the search documents still in memory (decision 0018), so the one to be
-        withheld is in the corpus first; None without the social feature."""
 
     async def _read(self, stmt: Any) -> List[Dict[str, Any]]:
         async with self._db.read_engine.connect() as conn:
@@ -114,8 +111,6 @@ class ModerationStore:
         """Take an event out of the search index (a hidden or redacted post stops being
         found): its document is withheld so an unhide can restore it (``reindex``); with
         ``purge`` (a redaction, permanent) it is dropped for good."""
-        if self._flush_search is not None:
-            await self._flush_search()
         moved = await search_withheld.withhold(self._db.engine, event_id)
         if purge:
             await search_withheld.purge(self._db.engine, event_id)

@@ -33,7 +33,7 @@ from protocol.text import extract_hashtags, extract_mentions
 from rooms.trending import Trending
 from sharon_server.event_types import Derived, EventType, SendContext
 from sharon_server.ops import register_handlers
-from sharon_server.storage.social import SocialStore
+from sharon_server.storage.social import SocialStore, ensure_search_index
 
 __all__ = ["install", "Social"]
 
@@ -61,7 +61,7 @@ class Social:
         self.services = ctx.services
         self.hub = ctx.hub
         self.now_ms = ctx.now_ms
-        self.store = SocialStore(ctx.db, lambda event: stored_texts(ctx.rooms.event_types, event))
+        self.store = SocialStore(ctx.db)
         self.window_ms = _window_ms(ctx.config)
         self.bucket_ms = min(3600 * 1000, max(1000, self.window_ms // 60))
         self.trending: Dict[str, Trending] = {}
@@ -76,7 +76,7 @@ class Social:
     # -- start-up ----------------------------------------------------------------------
     async def load(self) -> None:
         """Create the full-text index if new; rebuild trending, approvals and unread counts."""
-        if await self.store.load_index():
+        if await ensure_search_index(self.ctx.db.engine, self.ctx.db.dialect):
             log.info("social.search_index_built")
         now = self.now_ms()
         self.trending.clear()
@@ -175,20 +175,6 @@ def _texts(ctx: SendContext) -> List[str]:
     return [t for t in texts if type(t) is str and t]
 
 
-def stored_texts(event_types: Dict[str, EventType], event: Dict[str, Any]) -> List[str]:
-    """The searchable texts of a stored event: what ``_texts`` found when it was sent (the
-    type's ``text_fields`` of its content; none for a state event). Used to re-derive search
-    documents a crash left unwritten (decision 0018)."""
-    if "state_key" in event:
-        return []
-    content = event.get("content")
-    if type(content) is not dict:
-        return []
-    etype = event_types.get(event.get("type", ""))
-    fields = etype.text_fields if etype is not None else EventType.text_fields
-    return [t for t in (content.get(k) for k in fields) if type(t) is str and t]
-
-
 def _filter_notifications(filters: List[Any], rows: List[Dict[str, Any]], texts: List[str],
                           scratch: Dict[str, Any]) -> List[Dict[str, Any]]:
     """Apply ``ctx.extras["notify_filters"]``: ``f(row, texts)`` returns None (store and push),
@@ -243,6 +229,11 @@ class _SocialObserver(EventType):
         scratch = ctx.scratch
         texts = scratch.get("social_texts")
         out: Derived = []
+        if texts:
+            out.append((self.s.store.insert_doc, [
+                {"pos": pos, "room_id": ctx.room_id, "event_id": event_id,
+                 "body": texts[0] if len(texts) == 1 else "\n".join(texts)}]))
+            self.s.store.document_derived(pos)
         tags = scratch.get("social_tags")
         if tags:
             service_id = scratch["service"]
@@ -276,11 +267,8 @@ class _SocialObserver(EventType):
         return out
 
     def committed(self, ctx: SendContext, event_id: str, pos: int, event: Dict[str, Any]) -> None:
-        # The search document is written after the commit, in bulk (decision 0018).
-        texts = ctx.scratch.get("social_texts")
-        self.s.store.document_committed(pos, {
-            "pos": pos, "room_id": ctx.room_id, "event_id": event_id,
-            "body": texts[0] if len(texts) == 1 else "\n".join(texts)} if texts else None)
+        if ctx.scratch.get("social_texts"):
+            self.s.store.documents_committed()
         tags = ctx.scratch.get("social_tags")
         if tags:
             window = self.s.window(ctx.scratch["service"])
@@ -297,7 +285,6 @@ def install(ctx: Any) -> None:
     ctx.extras["social"] = social
     ctx.rooms.observers.append(_SocialObserver(social))
     ctx.add_loader(social.load)
-    ctx.add_stopper(social.store.flush)  # pending search documents, at a clean stop
     from sharon_server.features.social_notices import Notifier
 
     notifier = Notifier(social)  # notices (sanctions, decisions, outcomes) in the feed

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 
 from sharon_server.storage.schema import POS_TYPE, metadata
 
-__all__ = ["social_tags", "social_tag_approvals", "notifications", "search_docs", "search_feed"]
+__all__ = ["social_tags", "social_tag_approvals", "notifications", "search_docs"]
 
 social_tags = sa.Table(
     "social_tags",
@@ -71,14 +71,3 @@ search_docs = sa.Table(
     sa.Index("ix_search_docs_room_id_pos", "room_id", "pos"),
 )
 """The searchable text of each event (on SQLite ``pos`` is the rowid the FTS5 index uses)."""
-
-search_feed = sa.Table(
-    "search_feed",
-    metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
-    sa.Column("derived_to", sa.BigInteger, nullable=False),
-)
-"""One row (``id`` 1, migration 0015): every event at or below ``derived_to`` has its
-``search_docs`` row written (or needs none). Documents are written after the event's commit,
-in bulk (decision 0018); start-up re-derives the documents of the events above the mark
-from the events themselves, so a crash loses none."""

@@ -1,47 +1,37 @@
 """Storage of the social feature: derived-row statements, the full-text index, and reads.
 
-Tag and notification rows are written in the event's own transaction (the feature returns
-the statements below from its observer's ``derive``). The search corpus is not (decision
-0018): this store writes it, plus the start-up DDL of the full-text index and the staff
-approvals (not derived from events).
+Writes happen through the event's own transaction (the feature returns the statements
+below from its observer's ``derive``); this store only reads, plus the start-up DDL of the
+full-text index and the staff approvals (not derived from events).
 
-Full-text search, in two steps, both after the event's commit:
-
-1. **The corpus** (``search_docs``, each event's text): the observer hands each committed
-   event's document to ``document_committed``, which keeps it in memory; about every half
-   second, before every search and at a clean stop, ``write_documents`` writes them in one
-   transaction together with a durable mark (``search_feed.derived_to``: every event at or
-   below it has its document). A crash loses only documents above the mark, and start-up
-   (``recover_documents``) re-derives those from the events themselves. So the group-commit
-   transaction writes no second copy of a message, and a search still sees every
-   acknowledged post.
-2. **The index**: on SQLite an external-content FTS5 table ``search_fts`` (rowid = pos) over
-   ``search_docs``, fed by ``feed_search_index`` with every row above the index's high-water
-   mark in one bulk ``INSERT ... SELECT`` (no per-row trigger: decision 0011). The mark is
-   the index's own largest rowid (``max(id)`` of FTS5's ``docsize`` shadow table),
-   committed atomically with the entries; positions are written in increasing order, which
-   is what makes a single high-water mark enough. On PostgreSQL a GIN index on
-   ``to_tsvector('simple', body)``, maintained by PostgreSQL itself; the feed is a no-op.
-
-User queries never reach the FTS syntax: they are cut into word terms, each quoted (FTS5)
-or handed to ``plainto_tsquery`` (PostgreSQL), and always bound as parameters.
+Full-text search: ``search_docs`` holds each event's text. On SQLite an external-content
+FTS5 table ``search_fts`` (rowid = pos) indexes it. It is NOT kept in step by a trigger
+(a per-row FTS5 insert inside the group-commit transaction cost the send path about a
+sixth: decision 0011): ``feed_search_index`` copies every ``search_docs`` row above the
+index's high-water mark in one bulk ``INSERT ... SELECT``; the feature runs it about every
+half second, at start-up, and before every search, so a search sees every committed post.
+The high-water mark is the index's own largest rowid (``max(id)`` of FTS5's ``docsize``
+shadow table), committed atomically with the entries, so a crash between an event's commit
+and the feed loses nothing: the next feed (at the latest, at start-up) picks the rows up.
+Positions are committed in increasing order (one group committer), which is what makes a
+single high-water mark enough. On PostgreSQL a GIN index on ``to_tsvector('simple', body)``,
+maintained by PostgreSQL itself; the feed is a no-op there. User queries never
+reach the FTS syntax: they are cut into word terms, each quoted (FTS5) or handed to
+``plainto_tsquery`` (PostgreSQL), and always bound as parameters.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import re
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import sqlalchemy as sa
 from twisted.logger import Logger
 
 from sharon_server.storage._sql import insert_for
 from sharon_server.storage.schema import events
-from sharon_server.storage.schema_search_withheld import search_withheld
-from sharon_server.storage.schema_social import (
-    notifications, search_docs, search_feed, social_tag_approvals, social_tags)
+from sharon_server.storage.schema_social import notifications, search_docs, social_tag_approvals, social_tags
 
 __all__ = ["SocialStore", "ensure_search_index", "feed_search_index", "fts_terms", "MAX_QUERY_TERMS"]
 
@@ -87,59 +77,7 @@ _FEED_SQL = (
     "WHERE pos > (SELECT coalesce(max(id), 0) FROM search_fts_docsize) ORDER BY pos LIMIT {limit}")
 
 
-MAX_PENDING_DOCS = 20_000
-"""Most search documents held in memory between feeds (past it: re-derived from the events)."""
-
-RECOVER_PAGE = 2000
-"""Events read per page when re-deriving documents above the mark."""
-
-
-async def write_documents(engine: Any, dialect: str, docs: Sequence[Dict[str, Any]], derived_to: int) -> None:
-    """Write committed events' search documents and raise the mark to ``derived_to``, in one
-    transaction (a document already there is left as it is)."""
-    insert = insert_for(dialect)
-    f = search_feed.c
-    async with engine.begin() as conn:
-        if docs:
-            await conn.execute(insert(search_docs).on_conflict_do_nothing(), list(docs))
-        await conn.execute(insert(search_feed).on_conflict_do_nothing(), [{"id": 1, "derived_to": derived_to}])
-        await conn.execute(sa.update(search_feed).where(f.id == 1, f.derived_to < derived_to)
-                           .values(derived_to=derived_to))
-
-
-async def recover_documents(engine: Any, dialect: str, texts_of: Callable[[Dict[str, Any]], List[str]],
-                            page: int = RECOVER_PAGE) -> Tuple[int, int, int]:
-    """Re-derive the search documents of every event above the mark (those a crash, or an
-    overfull buffer, left unwritten), a page at a time. Events whose document was withheld
-    (hidden by a moderator) are left out. Returns ``(documents written, the last one's
-    pos, the new mark)``."""
-    e = events.c
-    async with engine.connect() as conn:
-        mark = (await conn.execute(sa.select(search_feed.c.derived_to).where(search_feed.c.id == 1))).scalar()
-    mark = int(mark or 0)
-    written = last_doc = 0
-    withheld = sa.select(search_withheld.c.pos).where(search_withheld.c.pos == e.pos)
-    while True:
-        q = (sa.select(e.pos, e.room_id, e.event_id, e.json).where(e.pos > mark, ~withheld.exists())
-             .order_by(e.pos).limit(page))
-        async with engine.connect() as conn:
-            rows = (await conn.execute(q)).all()
-        if not rows:
-            return written, last_doc, mark
-        docs = []
-        for row in rows:
-            texts = texts_of(json.loads(row.json))
-            if texts:
-                docs.append({"pos": row.pos, "room_id": row.room_id, "event_id": row.event_id,
-                             "body": "\n".join(texts)})
-        mark = int(rows[-1].pos)
-        await write_documents(engine, dialect, docs, mark)
-        if docs:
-            written += len(docs)
-            last_doc = docs[-1]["pos"]
-
-
-async def ensure_search_index(engine: Any, dialect: str, feed: bool = True) -> bool:
+async def ensure_search_index(engine: Any, dialect: str) -> bool:
     """Create the dialect's full-text index if missing; True if it was created (and rebuilt).
 
     On SQLite the index is then brought up to date (``feed_search_index``): whatever was
@@ -158,8 +96,7 @@ async def ensure_search_index(engine: Any, dialect: str, feed: bool = True) -> b
                 "CREATE INDEX IF NOT EXISTS ix_search_docs_tsv ON search_docs "
                 "USING gin (to_tsvector('simple', body))")
             return False
-    if feed:
-        await feed_search_index(engine, dialect)
+    await feed_search_index(engine, dialect)
     return not exists
 
 
@@ -188,7 +125,7 @@ async def feed_search_index(engine: Any, dialect: str, batch: int = FEED_BATCH) 
 class SocialStore:
     """Statements for derived rows and the reads of tags, notifications and search."""
 
-    def __init__(self, db: Any, texts_of: Optional[Callable[[Dict[str, Any]], List[str]]] = None) -> None:
+    def __init__(self, db: Any) -> None:
         self._w = db.engine
         self._r = db.read_engine
         self.dialect = db.dialect
@@ -197,55 +134,31 @@ class SocialStore:
         self.insert_notification = insert(notifications).on_conflict_do_nothing()
         self.insert_doc = insert(search_docs).on_conflict_do_nothing()
         self._insert_approval = insert(social_tag_approvals).on_conflict_do_nothing()
-        self.texts_of: Callable[[Dict[str, Any]], List[str]] = texts_of or (lambda event: [])
-        """The searchable texts of a stored event (re-deriving documents after a crash)."""
         self._feed_lock = asyncio.Lock()
-        self._docs: List[Dict[str, Any]] = []
-        self._docs_to = 0
-        self._marked = 0
-        self._overflow = False
         self._wanted = 0
         self._indexed = 0
         self._feed_timer: Optional[asyncio.TimerHandle] = None
         self.fed_rows = 0
         self.feeds = 0
 
-    # -- the search corpus and the full-text index feed ---------------------------------
-    def document_committed(self, pos: int, doc: Optional[Dict[str, Any]]) -> None:
-        """The event at ``pos`` is committed; ``doc`` is its search document, if it has text.
-
-        Called on the commit path, in position order, for every event sent: no I/O here.
-        The document waits in memory and is written within ``FEED_INTERVAL_S`` (before any
-        search, and at a clean stop); a crash before that loses nothing, as start-up
-        re-derives the documents above the durable mark from the events. Bounded: past
-        ``MAX_PENDING_DOCS`` the buffer stops growing and the next feed re-derives from the
-        mark instead.
-        """
-        if pos > self._docs_to:
-            self._docs_to = pos
-        if doc is None:
-            return
-        if not self._overflow:
-            if len(self._docs) < MAX_PENDING_DOCS:
-                self._docs.append(doc)
-            else:
-                self._docs = []
-                self._overflow = True
-        self._arm(FEED_INTERVAL_S if not self._overflow else 0.0)
+    # -- the full-text index feed (SQLite) ---------------------------------------------
+    def document_derived(self, pos: int) -> None:
+        """Note that a ``search_docs`` row at ``pos`` is on its way to the database."""
+        if pos > self._wanted:
+            self._wanted = pos
 
     def documents_committed(self) -> None:
-        """Feed the index within ``FEED_INTERVAL_S`` (rows written outside the send path,
-        e.g. a restored document)."""
-        self._arm(FEED_INTERVAL_S)
+        """Documents were committed: feed them to the index within ``FEED_INTERVAL_S``.
 
-    def _arm(self, delay: float) -> None:
-        if self._feed_timer is not None:
+        Called on the commit path: no I/O here, at most one timer armed at a time.
+        """
+        if self.dialect != "sqlite" or self._feed_timer is not None:
             return
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:  # no loop (unit tests): the next search or start-up feeds them
             return
-        self._feed_timer = loop.call_later(delay, self._feed_due)
+        self._feed_timer = loop.call_later(FEED_INTERVAL_S, self._feed_due)
 
     def _feed_due(self) -> None:
         self._feed_timer = None
@@ -254,46 +167,19 @@ class SocialStore:
     async def _feed_logged(self) -> None:
         try:
             await self.catch_up()
-        except Exception:  # noqa: BLE001 - kept in memory (or re-derived): the next feed retries
+        except Exception:  # noqa: BLE001 - the next feed (or start-up) retries from the mark
             log.failure("social.search_feed_failed")
-            if self._docs or self._overflow:
-                self._arm(FEED_INTERVAL_S)
-
-    @property
-    def pending_documents(self) -> int:
-        """Search documents committed with their events but not written yet."""
-        return len(self._docs)
 
     async def catch_up(self) -> int:
-        """Write every pending document and index every written one not indexed yet;
-        returns how many rows the index took.
+        """Index every committed document not indexed yet; returns how many rows were fed.
 
-        Nothing to do (no database round trip) when nothing is pending; a search calls this
-        first, so it sees every acknowledged post.
+        Nothing to do (no database round trip) when every document derived so far is
+        indexed; otherwise one feed, which indexes whatever has been committed by then.
         """
-        if not self._docs and not self._overflow and (
-                self.dialect != "sqlite" or self._wanted <= self._indexed) and not self._feed_lock.locked():
+        if self.dialect != "sqlite" or (self._wanted <= self._indexed and not self._feed_lock.locked()):
             return 0
         async with self._feed_lock:
-            if self._overflow:
-                self._overflow = False
-                self._docs = []
-                _, last_doc, mark = await recover_documents(self._w, self.dialect, self.texts_of)
-                self._marked = max(self._marked, mark)
-                self._wanted = max(self._wanted, last_doc)
-            else:
-                docs, self._docs = self._docs, []
-                to = self._docs_to
-                if docs or to > self._marked:
-                    try:
-                        await write_documents(self._w, self.dialect, docs, to)
-                    except BaseException:
-                        self._docs[:0] = docs
-                        raise
-                    self._marked = max(self._marked, to)
-                if docs:
-                    self._wanted = max(self._wanted, docs[-1]["pos"])
-            if self.dialect != "sqlite" or self._wanted <= self._indexed:
+            if self._wanted <= self._indexed:
                 return 0
             n, mark = await feed_search_index(self._w, self.dialect)
             self._indexed = max(self._indexed, mark)
@@ -301,24 +187,8 @@ class SocialStore:
         self.fed_rows += n
         return n
 
-    async def load_index(self) -> bool:
-        """Start-up: create the full-text index if new, re-derive the documents a crash
-        left unwritten, and index everything. True if the index was created."""
-        created = await ensure_search_index(self._w, self.dialect, feed=False)
-        recovered, _, mark = await recover_documents(self._w, self.dialect, self.texts_of)
-        self._marked = max(self._marked, mark)
-        if recovered:
-            log.info("social.search_documents_recovered", documents=recovered)
-        await feed_search_index(self._w, self.dialect)
-        return created
-
-    async def flush(self) -> None:
-        """Write what is pending now (a clean stop; before a document is withheld)."""
-        self.stop()
-        await self.catch_up()
-
     def stop(self) -> None:
-        """Cancel a pending timed feed."""
+        """Cancel a pending feed (the rows are indexed at the next start-up)."""
         if self._feed_timer is not None:
             self._feed_timer.cancel()
             self._feed_timer = None
