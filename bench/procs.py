@@ -187,6 +187,14 @@ class Sampler:
         t = self.p.cpu_times()
         return t.user + t.system
 
+    def _main_cpu(self) -> float:
+        """CPU time of the server's main (reactor) thread alone: the thread that bounds its
+        throughput; the rest is the SQLite writer and readers, which run beside it."""
+        for th in self.p.threads():
+            if th.id == self.p.pid:
+                return th.user_time + th.system_time
+        return 0.0
+
     def rss(self) -> int:
         return self.p.memory_info().rss
 
@@ -194,6 +202,7 @@ class Sampler:
         self._sys0 = psutil.cpu_times()
         self._drops0 = listen_overflows()
         self._cpu0 = self._cpu()
+        self._main0 = self._main_cpu()
         self._t0 = time.perf_counter()
         self.rss_peak = self.rss()
         self._stop.clear()
@@ -215,9 +224,10 @@ class Sampler:
         self.wall = time.perf_counter() - self._t0
         try:
             self.cpu_s = self._cpu() - self._cpu0
+            self.main_cpu_s = self._main_cpu() - self._main0
             self.rss_end = self.rss()
         except psutil.Error:
-            self.cpu_s, self.rss_end = 0.0, 0
+            self.cpu_s, self.main_cpu_s, self.rss_end = 0.0, 0.0, 0
         self.rss_peak = max(self.rss_peak, self.rss_end)
         self.listen_drops = listen_overflows() - self._drops0
         sys1 = psutil.cpu_times()
@@ -229,6 +239,7 @@ class Sampler:
     def report(self) -> Dict[str, Any]:
         """CPU % over the step (100 = one core), RSS at the end and at its peak (MiB)."""
         return {"server_cpu_pct": round(100 * self.cpu_s / self.wall, 1) if self.wall > 0 else None,
+                "server_main_thread_cpu_pct": round(100 * self.main_cpu_s / self.wall, 1) if self.wall > 0 else None,
                 "server_rss_mib": round(self.rss_end / 2**20, 1),
                 "server_rss_peak_mib": round(self.rss_peak / 2**20, 1),
                 "listen_queue_drops": self.listen_drops,
