@@ -165,6 +165,19 @@ def encode_object_parts(parts: Dict[str, str]) -> str:
     return "{" + ",".join([_ENCODE(k) + ":" + parts[k] for k in sorted(parts)]) + "}"
 
 
+def encode_object_around(parts: Dict[str, str], key: str) -> Tuple[str, str]:
+    """``(head, tail)`` such that ``head + encode(key) + ":" + value + tail`` is the
+    canonical text of ``parts`` plus ``key`` (absent from ``parts``) with that value text:
+    an object assembled later around one member that is not known yet (an event's
+    signature, made off the reactor thread). Same preconditions as ``encode_object_parts``.
+    """
+    before = [k for k in sorted(parts) if k < key]
+    after = [k for k in sorted(parts) if k > key]
+    head = "{" + "".join([_ENCODE(k) + ":" + parts[k] + "," for k in before]) + _ENCODE(key) + ":"
+    tail = "".join(["," + _ENCODE(k) + ":" + parts[k] for k in after]) + "}"
+    return head, tail
+
+
 def encode_value(value: Any) -> str:
     """Canonical text of a value the caller has already checked (``check_json_value``)."""
     try:

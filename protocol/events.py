@@ -13,7 +13,7 @@ from typing import Any, Dict, Mapping, Tuple
 
 from protocol.b64 import decode_b64, encode_b64, encode_b64url
 from protocol.canonical_json import (
-    MAX_SAFE_INT, check_json_value, encode_canonical, encode_object_parts, encode_value,
+    MAX_SAFE_INT, check_json_value, encode_canonical, encode_object_around, encode_object_parts, encode_value,
 )
 from protocol.errors import BadEvent, BadField, TooLarge
 from protocol.ids import MAX_ID_BYTES, EventID, RoomID, UserID
@@ -37,6 +37,8 @@ __all__ = [
     "room_id_for_create",
     "sign_event",
     "build_signed_event",
+    "build_unsigned_event",
+    "UnsignedEvent",
     "verify_event_signature",
     "validate_event_format",
     "to_client_event",
@@ -160,24 +162,61 @@ def sign_event(event: Mapping[str, Any], server_name: str, key: SigningKey) -> D
     return hashed
 
 
-def build_signed_event(
-    event: Mapping[str, Any], server_name: str, key: SigningKey
-) -> Tuple[Dict[str, Any], str, bytes]:
-    """``(sign_event(event), its event ID, canonical JSON of the signed event)`` in one pass.
+class UnsignedEvent:
+    """An event hashed and with its ID, whose signature is made later, maybe on another thread.
 
-    The same results as ``sign_event``, ``compute_event_id`` and ``encode_canonical`` called
-    one after the other (tests compare them), for the server's hot path: the event is
-    checked once instead of four times, each top-level member (``content`` above all) is
-    encoded once and its text reused in the hashed body, the pruned form and the stored
-    form, and the pruned form is encoded once, as both the signed message and the input of
-    the reference hash (they are the same bytes: the pruned event without signatures).
-    An event that already carries ``hashes``, ``signatures`` or ``unsigned`` takes the
-    general path.
+    The event ID is the hash of the pruned event WITHOUT signatures, which is also the
+    message signed, so everything but the signature is known at build time. ``finish``
+    signs and assembles the canonical JSON of the signed event around the signature: pure
+    (the message, the two halves and the key are immutable), so the server runs it on its
+    SQLite writer thread, beside the reactor, just before the event is written (decision
+    0018). ``size`` is the length of the finished bytes, known before signing.
+    """
+
+    __slots__ = ("message", "head", "tail", "server_name", "key", "size", "_raw", "signature")
+
+    def __init__(self, message: bytes, head: str, tail: str, server_name: str, key: SigningKey) -> None:
+        self.message = message
+        self.head = head
+        self.tail = tail
+        self.server_name = server_name
+        self.key = key
+        self.size = len((head + _signatures_text(server_name, key, _SIG_PLACEHOLDER) + tail).encode("utf-8"))
+        self._raw: bytes = b""
+        self.signature = ""
+        """The unpadded base64 signature, once ``finish`` has run."""
+
+    def finish(self) -> bytes:
+        """The canonical JSON of the signed event (signed once; later calls return it)."""
+        if not self._raw:
+            sig = encode_b64(self.key.sign(self.message))
+            self._raw = (self.head + _signatures_text(self.server_name, self.key, sig) + self.tail).encode("utf-8")
+            self.signature = sig
+        return self._raw
+
+
+_SIG_PLACEHOLDER = "A" * 86  # an Ed25519 signature is 64 bytes: 86 unpadded base64 characters
+
+
+def _signatures_text(server_name: str, key: SigningKey, sig: str) -> str:
+    return encode_value({server_name: {key.key_id: sig}})
+
+
+def build_unsigned_event(
+    event: Mapping[str, Any], server_name: str, key: SigningKey
+) -> Tuple[Dict[str, Any], str, UnsignedEvent]:
+    """``(the event with its hashes, its event ID, the UnsignedEvent to finish)`` in one pass.
+
+    The event is checked once; each top-level member (``content`` above all) is encoded
+    once and its text reused in the hashed body, the pruned form and the stored form; the
+    pruned form is encoded once, as both the signed message and the input of the reference
+    hash (they are the same bytes: the pruned event without signatures). The returned dict
+    has no ``signatures``: they exist only in the finished bytes. Only for a fresh event
+    dict without ``hashes``, ``signatures`` or ``unsigned``, whose content is a dict.
     """
     if type(event) is not dict or "hashes" in event or "signatures" in event or "unsigned" in event \
             or type(event.get("content")) is not dict:
-        signed = sign_event(event, server_name, key)
-        return signed, str(compute_event_id(signed)), encode_canonical(signed)
+        raise BadEvent("build_unsigned_event takes a fresh event", None)
     check_json_value(event)
     parts = {k: encode_value(v) for k, v in event.items()}
     body = encode_object_parts(parts).encode("utf-8")
@@ -190,11 +229,29 @@ def build_signed_event(
     content = pruned["content"]
     pruned_parts["content"] = parts["content"] if len(content) == len(event["content"]) else encode_value(content)
     message = encode_object_parts(pruned_parts).encode("utf-8")
-    signatures = {str(server_name): {key.key_id: encode_b64(key.sign(message))}}
-    hashed["signatures"] = signatures
-    parts["signatures"] = encode_value(signatures)
     event_id = "$" + encode_b64url(hashlib.sha256(message).digest())
-    return hashed, event_id, encode_object_parts(parts).encode("utf-8")
+    head, tail = encode_object_around(parts, "signatures")
+    return hashed, event_id, UnsignedEvent(message, head, tail, str(server_name), key)
+
+
+def build_signed_event(
+    event: Mapping[str, Any], server_name: str, key: SigningKey
+) -> Tuple[Dict[str, Any], str, bytes]:
+    """``(sign_event(event), its event ID, canonical JSON of the signed event)`` in one pass.
+
+    The same results as ``sign_event``, ``compute_event_id`` and ``encode_canonical`` called
+    one after the other (tests compare them), through ``build_unsigned_event`` (decision
+    0013). An event that already carries ``hashes``, ``signatures`` or ``unsigned`` takes
+    the general path.
+    """
+    if type(event) is not dict or "hashes" in event or "signatures" in event or "unsigned" in event \
+            or type(event.get("content")) is not dict:
+        signed = sign_event(event, server_name, key)
+        return signed, str(compute_event_id(signed)), encode_canonical(signed)
+    hashed, event_id, unsigned = build_unsigned_event(event, server_name, key)
+    raw = unsigned.finish()
+    hashed["signatures"] = {unsigned.server_name: {key.key_id: unsigned.signature}}
+    return hashed, event_id, raw
 
 
 def verify_event_signature(

@@ -13,7 +13,7 @@ import asyncio
 import inspect
 import json
 from collections import OrderedDict
-from typing import Any, Callable, Dict, List, Optional, Set, Tuple
+from typing import Any, Callable, Dict, List, Optional, Set, Tuple, Union
 
 from twisted.logger import Logger
 
@@ -21,7 +21,7 @@ from protocol.canonical_json import encode_canonical
 from protocol.errors import (
     BadField, Forbidden, NotFound, NotInRoom, RoomNotFound, TooLarge, Unavailable,
 )
-from protocol.events import MAX_PDU_BYTES, build_signed_event, to_client_event
+from protocol.events import MAX_PDU_BYTES, UnsignedEvent, build_unsigned_event, sign_event, to_client_event
 from protocol.signing import SigningKey
 from rooms import auth
 from rooms.builder import initial_state
@@ -67,7 +67,7 @@ class RoomService:
         self._next_pos = 1
         self.pos_floor = 0
         """Highest stream position reserved outside events (``reserve_pos``): never reused."""
-        self._last_raw: Tuple[str, bytes] = ("", b"")
+        self._last_raw: Tuple[str, Union[bytes, UnsignedEvent]] = ("", b"")
         self._broken = False
         self.committer = GroupCommitter(store.persist_batch, self._on_commit, self._on_failure)
         self.event_types: Dict[str, EventType] = {}
@@ -160,8 +160,10 @@ class RoomService:
         verdict = auth.check(event, state)
         if isinstance(verdict, auth.Denied):
             raise Forbidden(verdict.reason)
-        signed, event_id, raw = build_signed_event(event, self._server_name, self._key)
-        self._last_raw = (event_id, raw)  # _pending stores these bytes instead of re-encoding
+        # Hashed and identified now; signed on the SQLite writer thread just before it is
+        # written (decision 0018): the reactor thread never waits for Ed25519.
+        signed, event_id, unsigned = build_unsigned_event(event, self._server_name, self._key)
+        self._last_raw = (event_id, unsigned)  # _pending stores these instead of re-encoding
         pos = self._next_pos
         self._next_pos += 1
         return signed, event_id, pos
@@ -183,9 +185,9 @@ class RoomService:
                  state: RoomState, **extra: Any) -> PendingEvent:
         """Apply ``signed`` to memory and wrap its rows for the committer."""
         cached_id, raw = self._last_raw
-        if cached_id != event_id:
-            raw = encode_canonical(signed)
-        if len(raw) > MAX_PDU_BYTES:
+        if cached_id != event_id:  # not the last event built: sign it here
+            raw = encode_canonical(sign_event(signed, self._server_name, self._key))
+        if (raw.size if type(raw) is UnsignedEvent else len(raw)) > MAX_PDU_BYTES:
             raise TooLarge(f"the event is larger than {MAX_PDU_BYTES} bytes")
         state_key = signed.get("state_key")
         row = EventRow(pos=pos, event_id=event_id, room_id=room_id, type=signed["type"],

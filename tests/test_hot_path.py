@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given, settings
 
 from protocol.b64 import decode_b64
-from protocol.canonical_json import encode_canonical, encode_object_parts, encode_value
+from protocol.canonical_json import encode_canonical, encode_object_around, encode_object_parts, encode_value
 from protocol.errors import BadJSON
-from protocol.events import build_signed_event, compute_event_id, sign_event
+from protocol.events import build_signed_event, build_unsigned_event, compute_event_id, sign_event, verify_event_signature
 from protocol.signing import SigningKey
 from tests.strategies import message_events
 
@@ -60,6 +60,33 @@ def test_build_signed_event_rejects_what_the_general_path_rejects():
             _general(event)
         with pytest.raises(BadJSON):
             build_signed_event(event, "domain", KEY)
+
+
+@settings(max_examples=60, deadline=None)
+@given(message_events())
+def test_an_event_signed_later_is_byte_identical_and_verifies(event):
+    """Decision 0018: the reactor builds the event unsigned (hashes, ID, known size); the
+    writer finishes it. The finished bytes are the general path's, to the byte."""
+    import json
+
+    for key in ("hashes", "signatures", "unsigned"):
+        event.pop(key, None)
+    signed, event_id, raw = _general(event)
+    hashed, unsigned_id, unsigned = build_unsigned_event(event, "domain", KEY)
+    assert unsigned_id == event_id and "signatures" not in hashed
+    assert hashed == {k: v for k, v in signed.items() if k != "signatures"}
+    assert unsigned.size == len(raw)  # the size limit is checked before signing
+    assert unsigned.finish() == raw and unsigned.finish() is unsigned.finish()
+    verify_event_signature(json.loads(raw), "domain", {KEY.key_id: KEY.verify_key()})
+
+
+def test_an_object_assembles_around_a_member_known_later():
+    value = {"b": [1, {"y": 2}], "a": None, "signatures": {"s": {"k": "v"}}, "z": 1, "ä": "z"}
+    parts = {k: encode_value(v) for k, v in value.items() if k != "signatures"}
+    head, tail = encode_object_around(parts, "signatures")
+    assert (head + encode_value(value["signatures"]) + tail).encode() == encode_canonical(value)
+    head, tail = encode_object_around({}, "only")
+    assert (head + "1" + tail).encode() == encode_canonical({"only": 1})
 
 
 def test_object_parts_compose_to_the_canonical_encoding():

@@ -147,6 +147,7 @@ class EventStore:
 
     async def _run_steps(self, steps: List[Tuple[Any, List[Dict[str, Any]]]]) -> None:
         """The generic path (PostgreSQL): one transaction, one executemany per statement."""
+        _finish_events(steps)
         async with self._w.begin() as conn:
             for stmt, params in steps:
                 await conn.execute(stmt, params)
@@ -313,8 +314,22 @@ def _fetch_sync(engine_for: Any, dbapi_conn: Any, stmt: Any, params: Dict[str, A
         return list(conn.execute(stmt, params))
 
 
+def _finish_events(steps: List[Tuple[Any, List[Dict[str, Any]]]]) -> None:
+    """Sign the events built unsigned (``protocol.events.UnsignedEvent``: their ``json`` is
+    finished here, decision 0018): on SQLite this runs on the writer thread, beside the
+    reactor; Ed25519 signing leaves the GIL to it."""
+    for stmt, params in steps:
+        if stmt is _INSERT_EVENTS:
+            for p in params:
+                raw = p["json"]
+                if type(raw) is not bytes:
+                    p["json"] = raw.finish()
+
+
 def _run_sync_steps(engine_for: Any, dbapi_conn: Any, steps: List[Tuple[Any, List[Dict[str, Any]]]]) -> None:
-    """Runs ON the aiosqlite thread: BEGIN IMMEDIATE, every statement, COMMIT (or ROLLBACK)."""
+    """Runs ON the aiosqlite thread: the events' signatures, then BEGIN IMMEDIATE, every
+    statement, COMMIT (or ROLLBACK)."""
+    _finish_events(steps)
     with engine_for(dbapi_conn).begin() as conn:
         for stmt, params in steps:
             conn.execute(stmt, params)

@@ -53,7 +53,8 @@ class RoomRow:
 
 @attr.s(frozen=True, slots=True, auto_attribs=True)
 class EventRow:
-    """One persisted event; ``json`` is the canonical JSON of its federation form."""
+    """One persisted event; ``json`` is the canonical JSON of its federation form, or an
+    ``UnsignedEvent`` that the writer finishes (signs) just before the insert (decision 0018)."""
 
     pos: int
     event_id: str
@@ -62,7 +63,7 @@ class EventRow:
     state_key: Optional[str]
     sender: str
     origin_server_ts: int
-    json: bytes
+    json: Any
 
 
 @attr.s(frozen=True, slots=True, auto_attribs=True)
