@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import sys
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 __all__ = ["main"]
 
@@ -43,6 +44,22 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"sharon-server: configuration error: {exc}", file=sys.stderr)
         return 2
 
+    # Importing the server makes ~130,000 GC-tracked objects that live as long as the
+    # process (modules, classes, functions); the cyclic GC ran ~180 times over them while
+    # they were made, ~45 ms of a ~0.5 s start. It is off while they are imported, and what
+    # they made is then frozen (moved out of the collected generations, never traversed
+    # again). Cost: the cycles of garbage the imports left are never freed (~0.7 MiB RSS).
+    # Everything made after that, state loaded from the database included, is collected
+    # as usual (decision 0016).
+    gc.disable()
+    try:
+        return _serve(config)
+    finally:
+        gc.enable()
+
+
+def _serve(config: Any) -> int:
+    """Install the reactor, import and start the server, run until stopped (GC off on entry)."""
     if "OpenSSL" not in sys.modules and not os.environ.get("SHARON_LOAD_TLS"):
         # The server speaks plain TCP (TLS ends at the proxy in front of it) and makes no
         # outgoing connections, but Twisted's tcp module imports its TLS layer (pyOpenSSL,
@@ -61,6 +78,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     from sharon_server.app import ServerApp
     from sharon_server.logs import start_logging
+
+    gc.freeze()
+    gc.enable()
 
     start_logging(config.log_format, config.log_level)
     log = Logger(namespace="sharon.main")

@@ -109,3 +109,35 @@ def test_the_asyncio_package_completes_on_first_lookup_with_the_same_engine_clas
     out = subprocess.run([sys.executable, "-c", code], cwd=str(ROOT), capture_output=True, text=True,
                          env=dict(os.environ, PYTHONPATH=str(ROOT)), timeout=60)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+
+
+_MAIN_AND_REPORT = r'''
+import gc, json, sys
+import sharon_server.app as A
+
+original = A.ServerApp.start
+seen = {}
+
+async def start(self):
+    port = await original(self)
+    seen.update(enabled_when_listening=gc.isenabled(), frozen=gc.get_freeze_count())
+    self._reactor.stop()
+    return port
+
+A.ServerApp.start = start
+from sharon_server.main import main
+code = main(["--data-dir", sys.argv[1], "--listen", "127.0.0.1:0"])
+print("REPORT " + json.dumps(dict(seen, code=code, enabled_after=gc.isenabled())), flush=True)
+'''
+
+
+def test_the_server_collects_garbage_once_its_imports_are_frozen(tmp_path: Path) -> None:
+    env = dict(os.environ, SHARON_PASSWORD_TIME_COST="1", SHARON_PASSWORD_MEMORY_KIB="8192",
+               SHARON_PASSWORD_PARALLELISM="1", PYTHONPATH=str(ROOT))
+    out = subprocess.run([sys.executable, "-c", _MAIN_AND_REPORT, str(tmp_path / "sharon-data")], cwd=str(ROOT),
+                         env=env, capture_output=True, text=True, timeout=120)
+    lines = [ln for ln in out.stdout.splitlines() if ln.startswith("REPORT ")]
+    assert lines, out.stdout[-3000:] + out.stderr[-3000:]
+    report = json.loads(lines[-1][len("REPORT "):])
+    assert report["enabled_when_listening"] is True and report["enabled_after"] is True
+    assert report["frozen"] > 10_000
