@@ -100,6 +100,52 @@ except ImportError:  # tests/ became a package
     from tests.storage_backends import Backend, backend  # noqa: F401
 
 
+def test_a_group_commit_is_atomic_signed_and_keeps_bodies_out_of_errors(backend):
+    """The group commit's writer path (decision 0018: events signed on the writer; on
+    SQLite plain executemany of SQLAlchemy-compiled statements): a failing statement rolls
+    the whole batch back with SQLAlchemy's IntegrityError and no bound values in its text;
+    the writer then goes on; a statement it cannot run itself goes through SQLAlchemy."""
+    import json
+
+    import sqlalchemy as sa
+    from sqlalchemy.exc import IntegrityError
+
+    from sharon_server.storage.rows import EventRow, TxnRow
+    from sharon_server.storage.schema_social import search_docs
+
+    secret = "a very private body 7f3a"
+
+    def row(pos, room="!r:x"):
+        event = dict(BASE, room_id=room, type="m.room.message", content={"body": f"{secret} {pos}"})
+        _, event_id, unsigned = build_unsigned_event(event, "domain", KEY)
+        return EventRow(pos, event_id, room, "m.room.message", None, "@a:x", 1, unsigned), event
+
+    async def stored(db):
+        async with db.engine.connect() as conn:
+            return {r.pos: r.json for r in await conn.execute(sa.text("SELECT pos, json FROM events"))}
+
+    async def go():
+        db = await backend.open()
+        ins = sa.insert(search_docs)
+        (e1, ev1), (e2, _) = row(1), row(2)
+        await db.events.persist_batch(events=[e1], txns=[TxnRow("@a:x", "t1", e1.event_id, 1)],
+                                      extra=[(ins, [{"pos": 1, "room_id": "!r:x", "event_id": e1.event_id, "body": "x"}])])
+        assert (await stored(db))[1] == build_signed_event(ev1, "domain", KEY)[2]  # signed on the writer
+        with pytest.raises(IntegrityError) as info:  # the txn is taken: e2 must not stay either
+            await db.events.persist_batch(events=[e2], txns=[TxnRow("@a:x", "t1", e2.event_id, 2)])
+        assert secret not in str(info.value)
+        assert sorted(await stored(db)) == [1]
+        expanding = sa.text("DELETE FROM search_docs WHERE pos IN :p").bindparams(sa.bindparam("p", expanding=True))
+        (e3, _) = row(3)
+        await db.events.persist_batch(events=[e3], extra=[(expanding, [{"p": [1]}])])
+        assert sorted(await stored(db)) == [1, 3]
+        async with db.engine.connect() as conn:
+            assert (await conn.execute(sa.text("SELECT count(*) FROM search_docs"))).scalar() == 0
+        assert json.loads((await stored(db))[3])["signatures"]["domain"]
+
+    backend.run(go())
+
+
 def test_concurrent_token_lookups_share_queries_and_each_gets_its_own_device(backend):
     import asyncio
 

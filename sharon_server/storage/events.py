@@ -9,6 +9,7 @@ scanning the events table.
 
 from __future__ import annotations
 
+import sqlite3
 from typing import Any, Dict, List, Literal, Optional, Sequence, Tuple
 
 import sqlalchemy as sa
@@ -326,10 +327,87 @@ def _finish_events(steps: List[Tuple[Any, List[Dict[str, Any]]]]) -> None:
                     p["json"] = raw.finish()
 
 
+_RawPlan = Tuple[str, Tuple[str, ...], Optional[Tuple[Any, ...]]]
+_RAW_PLANS: Dict[Tuple[int, Tuple[str, ...]], Tuple[Any, Optional[_RawPlan]]] = {}
+_MAX_RAW_PLANS = 512
+
+
+def _raw_plan(stmt: Any, keys: Tuple[str, ...], dialect: Any) -> Optional[_RawPlan]:
+    """``(sql, bind names in order, bind processors or None)`` for running ``stmt`` with
+    parameter dicts keyed by ``keys`` straight on the sqlite3 cursor, compiled once by
+    SQLAlchemy for SQLite; None when the statement needs more than that (defaults filled
+    in by SQLAlchemy, RETURNING, expanding parameters): it then goes through SQLAlchemy."""
+    cache_key = (id(stmt), keys)
+    hit = _RAW_PLANS.get(cache_key)
+    if hit is not None and hit[0] is stmt:
+        return hit[1]
+    plan: Optional[_RawPlan] = None
+    try:
+        compiled = stmt.compile(dialect=dialect, column_keys=list(keys))
+        names = tuple(compiled.positiontup or ())
+        if set(names) <= set(keys) and not getattr(compiled, "returning", None) \
+                and "[POSTCOMPILE" not in compiled.string:
+            procs = tuple(compiled.binds[n].type.bind_processor(dialect) for n in names)
+            plan = (compiled.string, names, procs if any(p is not None for p in procs) else None)
+    except Exception:  # noqa: BLE001 - anything unusual takes SQLAlchemy's own path
+        plan = None
+    if len(_RAW_PLANS) >= _MAX_RAW_PLANS:
+        _RAW_PLANS.clear()
+    _RAW_PLANS[cache_key] = (stmt, plan)
+    return plan
+
+
+def _raw_rows(plan: _RawPlan, params: List[Dict[str, Any]]) -> List[Tuple[Any, ...]]:
+    _, names, procs = plan
+    if procs is None:
+        return [tuple([p[n] for n in names]) for p in params]
+    return [tuple([v if f is None else f(v) for f, v in zip(procs, [p[n] for n in names])]) for p in params]
+
+
 def _run_sync_steps(engine_for: Any, dbapi_conn: Any, steps: List[Tuple[Any, List[Dict[str, Any]]]]) -> None:
     """Runs ON the aiosqlite thread: the events' signatures, then BEGIN IMMEDIATE, every
-    statement, COMMIT (or ROLLBACK)."""
+    statement, COMMIT (or ROLLBACK).
+
+    The statements are SQLAlchemy Core, compiled by SQLAlchemy once each (``_raw_plan``),
+    then run as plain ``executemany`` on the sqlite3 connection: SQLAlchemy's per-execution
+    work (execution context, parameter processing per row) held the GIL on this thread
+    while the reactor thread waited for it (decision 0018). A batch with a statement that
+    needs SQLAlchemy's execution goes through it whole, as before. Errors are SQLAlchemy's
+    (``IntegrityError`` for a duplicate), without parameters in their text.
+    """
     _finish_events(steps)
-    with engine_for(dbapi_conn).begin() as conn:
+    engine = engine_for(dbapi_conn)
+    dialect = engine.dialect
+    planned = []
+    try:
         for stmt, params in steps:
-            conn.execute(stmt, params)
+            plan = _raw_plan(stmt, tuple(params[0]), dialect)
+            if plan is None:
+                break
+            planned.append((plan, _raw_rows(plan, params)))
+    except KeyError:  # rows with different keys: SQLAlchemy reports it properly
+        planned = []
+    if len(planned) != len(steps):
+        with engine.begin() as conn:
+            for stmt, params in steps:
+                conn.execute(stmt, params)
+        return
+    sql = ""
+    try:
+        dbapi_conn.execute("BEGIN IMMEDIATE")
+        try:
+            for plan, rows in planned:
+                sql = plan[0]
+                if len(rows) == 1:
+                    dbapi_conn.execute(sql, rows[0])
+                else:
+                    dbapi_conn.executemany(sql, rows)
+            sql = "COMMIT"
+            dbapi_conn.execute("COMMIT")
+        except BaseException:
+            if dbapi_conn.in_transaction:
+                dbapi_conn.execute("ROLLBACK")
+            raise
+    except sqlite3.Error as exc:
+        raise sa.exc.DBAPIError.instance(sql, None, exc, sqlite3.Error, hide_parameters=True,
+                                         dialect=dialect) from exc
