@@ -175,8 +175,12 @@ def _open_sqlite(u: URL) -> Database:
         _listen_sqlite(engine, writer=True)
         return Database(engine, engine, "sqlite")
     Path(path).parent.mkdir(parents=True, exist_ok=True)
+    # No rollback when a connection goes back to the pool: every use of the writer ends its
+    # own transaction (engine.begin() commits or rolls back; a Connection rolls back what it
+    # autobegan when it closes; the group commit's one-hop path always commits or rolls
+    # back), and the reset cost a thread hop on the reactor per group commit (decision 0018).
     writer = create_async_engine(u, poolclass=AsyncAdaptedQueuePool, pool_size=1, max_overflow=0, pool_timeout=60,
-                                 hide_parameters=True)
+                                 pool_reset_on_return=None, hide_parameters=True)
     _listen_sqlite(writer, writer=True)
     reader = create_async_engine(
         u,
