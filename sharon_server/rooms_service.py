@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import json
 from collections import OrderedDict
 from typing import Any, Callable, Dict, List, Optional, Set, Tuple, Union
 
 from twisted.logger import Logger
 
-from protocol.canonical_json import encode_canonical
+from protocol.canonical_json import decode_stored, encode_canonical
 from protocol.errors import (
     BadField, Forbidden, NotFound, NotInRoom, RoomNotFound, TooLarge, Unavailable,
 )
@@ -106,7 +105,7 @@ class RoomService:
             self.kinds[room.room_id] = room.kind
             self._extremity[room.room_id] = (room.last_event_id, room.depth)
         for room_id, row in await self._store.load_current_state():
-            event = json.loads(row.json)
+            event = decode_stored(row.json)
             event["event_id"] = row.event_id
             state = self.rooms.get(room_id)
             if state is None:
@@ -375,7 +374,7 @@ class RoomService:
         return to_client_event(event, event_id, pos, self._accounts.pseudonym_of(event["sender"]))
 
     def _row_to_client(self, row: Any) -> Dict[str, Any]:
-        return self.client_event(json.loads(row.json), row.event_id, row.pos)
+        return self.client_event(decode_stored(row.json), row.event_id, row.pos)
 
     async def history(self, session: Session, room_id: str, direction: str,
                       from_pos: Optional[int], limit: int) -> Tuple[List[Dict[str, Any]], Optional[int]]:

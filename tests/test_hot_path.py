@@ -80,6 +80,22 @@ def test_an_event_signed_later_is_byte_identical_and_verifies(event):
     verify_event_signature(json.loads(raw), "domain", {KEY.key_id: KEY.verify_key()})
 
 
+@settings(max_examples=80, deadline=None)
+@given(message_events())
+def test_stored_events_decode_as_the_standard_library_decodes_them(event):
+    """decode_stored (orjson, on the history and replay path) reads the server's own
+    canonical bytes exactly as json.loads does."""
+    import json
+
+    from protocol.canonical_json import decode_stored
+
+    for key in ("hashes", "signatures", "unsigned"):
+        event.pop(key, None)
+    raw = build_signed_event(event, "domain", KEY)[2]
+    assert decode_stored(raw) == json.loads(raw)
+    assert decode_stored(memoryview(raw).tobytes()) == json.loads(raw)
+
+
 def test_an_object_assembles_around_a_member_known_later():
     value = {"b": [1, {"y": 2}], "a": None, "signatures": {"s": {"k": "v"}}, "z": 1, "ä": "z"}
     parts = {k: encode_value(v) for k, v in value.items() if k != "signatures"}

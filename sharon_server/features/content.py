@@ -20,12 +20,12 @@ Who may do what (docs/protocol.md §8.2):
 from __future__ import annotations
 
 import asyncio
-import json
 from typing import Any, Dict, List, Optional, Tuple
 
 from twisted.logger import Logger
 
 from protocol import content as P
+from protocol.canonical_json import decode_stored
 from protocol.errors import BadField, Forbidden, NotFound, NotInRoom, RoomNotFound
 from rooms.builder import default_power_levels
 from rooms.kinds import POWER_LEVELS
@@ -154,7 +154,7 @@ class ContentApi:
         rows = await self.store.related(parent_id, rel, from_pos, limit + 1)
         more = len(rows) > limit
         rows = rows[:limit]
-        events = [self.rooms.client_event(json.loads(r.json), r.event_id, r.pos) for r in rows]
+        events = [self.rooms.client_event(decode_stored(r.json), r.event_id, r.pos) for r in rows]
         reactions = await self.store.reactions([e["event_id"] for e in events], me)
         for e in events:
             e["reactions"] = reactions.get(e["event_id"], [])

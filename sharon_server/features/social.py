@@ -28,6 +28,7 @@ from typing import Any, Dict, List, Optional, Set, Tuple
 from twisted.logger import Logger
 
 from protocol import social as P
+from protocol.canonical_json import decode_stored
 from protocol.errors import Forbidden
 from protocol.text import extract_hashtags, extract_mentions
 from rooms.trending import Trending
@@ -165,7 +166,7 @@ class Social:
 
     def client_events(self, rows: List[Tuple[Any, ...]]) -> List[Dict[str, Any]]:
         """Client events of ``(pos, event_id, json, ...)`` rows."""
-        return [self.rooms.client_event(json.loads(r[2]), r[1], r[0]) for r in rows]
+        return [self.rooms.client_event(decode_stored(r[2]), r[1], r[0]) for r in rows]
 
 
 def _texts(ctx: SendContext) -> List[str]:

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import json
 import os
 import secrets
 import time
@@ -38,6 +37,7 @@ from twisted.internet import defer, task
 from twisted.logger import Logger
 
 from protocol import triage as P
+from protocol.canonical_json import decode_stored
 from protocol.content import POST, THREAD
 from protocol.errors import (
     AlreadyReported, BadField, Forbidden, NoClinician, NotFound, NotInRoom, RateLimited,
@@ -521,7 +521,7 @@ class Triage:
             if r.event_id in seen or self.services.is_staff(service_id, r.author):
                 continue
             try:
-                content = json.loads(r.json).get("content", {})
+                content = decode_stored(r.json).get("content", {})
             except ValueError:
                 content = {}
             title = content.get("title") if type(content.get("title")) is str else ""
@@ -681,7 +681,7 @@ def install(ctx: Any) -> None:
                 raise BadField("user_id must be the sender of event_id (or leave it out)", "user_id")
             subject = row.sender
             try:
-                content = json.loads(row.json).get("content", {})
+                content = decode_stored(row.json).get("content", {})
             except ValueError:
                 content = {}
             texts = [content.get(k) for k in ("title", "body")]

@@ -8,11 +8,11 @@ direct writes on the writer.
 
 from __future__ import annotations
 
-import json
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import sqlalchemy as sa
 
+from protocol.canonical_json import decode_stored
 from sharon_server.storage._sql import BIGINT_MAX, insert_for
 from sharon_server.storage.schema import events
 from sharon_server.storage.schema_content import (
@@ -111,7 +111,7 @@ class ContentStore:
         if not wanted:
             return {}
         rows = await self._all(_EVENTS_BY_ID, {"ids": wanted})
-        return {r.event_id: (json.loads(r.json), r.pos) for r in rows}
+        return {r.event_id: (decode_stored(r.json), r.pos) for r in rows}
 
     async def threads(self, room_id: str, thread_type: str, before: Optional[int], limit: int,
                       max_pinned: int = 50) -> Tuple[List[Any], List[Any]]:
