@@ -382,7 +382,7 @@ class RoomService:
         state = self._state(room_id)
         if state.membership(session.user_id) != "join" and not self.may_read(session.user_id, room_id):
             raise NotInRoom(f"you are not joined to room {room_id}", "room_id")
-        rows = await self._store.history(room_id, direction, from_pos, limit + 1)
+        rows = await self._store.history_rows(room_id, direction, from_pos, limit + 1)
         more = len(rows) > limit
         rows = rows[:limit]
         events = [self._row_to_client(r) for r in rows]

@@ -33,6 +33,8 @@ class Marks:
     hub: Any
     store: Any
     marks: Dict[str, Dict[str, Any]]
+    _flags_cache: Any = None
+    """``(risk feature, its synchronous flag lookup or None)``, resolved once."""
 
     # -- who is staff where --------------------------------------------------------------------
     def service_for(self, room_id: str) -> Optional[str]:
@@ -50,11 +52,16 @@ class Marks:
         return mark is not None and (mark["hidden"] or mark["redacted"])
 
     def _sync_flags(self) -> Any:
-        """The risk feature's flag lookup if it is synchronous (filters cannot await), else None."""
+        """The risk feature's flag lookup if it is synchronous (filters cannot await), else
+        None; resolved once per risk feature object (this runs for every event of a page)."""
         risk = self.ctx.extras.get("risk")
+        cached = self._flags_cache
+        if cached is not None and cached[0] is risk:
+            return cached[1]
         lookup = getattr(risk, "flags_for", None) if risk is not None else None
         if lookup is None or inspect.iscoroutinefunction(lookup):
-            return None
+            lookup = None
+        self._flags_cache = (risk, lookup)
         return lookup
 
     def event_filter(self, viewer: str, room_id: str, event: Dict[str, Any]) -> Optional[Dict[str, Any]]:

@@ -238,6 +238,19 @@ class EventStore:
         ``pos > from_pos`` (or from the start), oldest first. ``max_pos`` (inclusive) hides
         later events, e.g. those after a member left.
         """
+        return [EventRow(*row) for row in await self.history_rows(room_id, direction, from_pos, limit, max_pos)]
+
+    async def history_rows(
+        self,
+        room_id: str,
+        direction: Literal["b", "f"],
+        from_pos: Optional[int],
+        limit: int,
+        max_pos: Optional[int] = None,
+    ) -> List[Any]:
+        """``history`` as the database's rows (``EventRow``'s fields by name, not EventRows):
+        the history op's path, where building 100 frozen attrs objects a page was a tenth
+        of its reactor CPU."""
         if limit <= 0:
             return []
         hi = BIGINT_MAX if max_pos is None else max_pos
@@ -250,7 +263,7 @@ class EventStore:
             stmt, params = _HISTORY_F, {"room_id": room_id, "lo": lo, "hi": hi, "limit": limit}
         else:
             raise ValueError(f"direction must be 'b' or 'f', not {direction!r}")
-        return [EventRow(*row) for row in await self._fetch(stmt, params)]
+        return await self._fetch(stmt, params)
 
     async def events_since(
         self, room_ids: Sequence[str], since_pos: int, limit: int, upto_pos: Optional[int] = None
