@@ -249,8 +249,8 @@ class EventStore:
         max_pos: Optional[int] = None,
     ) -> List[Any]:
         """``history`` as the database's rows (``EventRow``'s fields by name, not EventRows):
-        the history op's path, where building 100 frozen attrs objects a page was a tenth
-        of its reactor CPU."""
+        the history op's path, which does not need 100 frozen attrs objects per page
+        (~20-30 µs of the page's reactor CPU)."""
         if limit <= 0:
             return []
         hi = BIGINT_MAX if max_pos is None else max_pos
