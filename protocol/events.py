@@ -7,6 +7,7 @@ here never mutate their argument; they return new dicts that may share unchanged
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 from typing import Any, Dict, Mapping, Tuple
@@ -181,7 +182,7 @@ class UnsignedEvent:
         self.tail = tail
         self.server_name = server_name
         self.key = key
-        self.size = len((head + _signatures_text(server_name, key, _SIG_PLACEHOLDER) + tail).encode("utf-8"))
+        self.size = len(head.encode("utf-8")) + _signatures_size(server_name, key.key_id) + len(tail.encode("utf-8"))
         self._raw: bytes = b""
         self.signature = ""
         """The unpadded base64 signature, once ``finish`` has run."""
@@ -202,6 +203,20 @@ def _signatures_text(server_name: str, key: SigningKey, sig: str) -> str:
     return encode_value({server_name: {key.key_id: sig}})
 
 
+@functools.lru_cache(maxsize=64)
+def _signatures_size(server_name: str, key_id: str) -> int:
+    """UTF-8 length of the ``signatures`` member's value: fixed per server and key, so it is
+    encoded once, not for every event built."""
+    return len(encode_value({server_name: {key_id: _SIG_PLACEHOLDER}}).encode("utf-8"))
+
+
+def _fresh(event: Any) -> bool:
+    """True for an event dict the one-pass builders take: no ``hashes``, ``signatures`` or
+    ``unsigned`` yet, and a dict ``content``."""
+    return type(event) is dict and "hashes" not in event and "signatures" not in event \
+        and "unsigned" not in event and type(event.get("content")) is dict
+
+
 def build_unsigned_event(
     event: Mapping[str, Any], server_name: str, key: SigningKey
 ) -> Tuple[Dict[str, Any], str, UnsignedEvent]:
@@ -214,8 +229,7 @@ def build_unsigned_event(
     has no ``signatures``: they exist only in the finished bytes. Only for a fresh event
     dict without ``hashes``, ``signatures`` or ``unsigned``, whose content is a dict.
     """
-    if type(event) is not dict or "hashes" in event or "signatures" in event or "unsigned" in event \
-            or type(event.get("content")) is not dict:
+    if not _fresh(event):
         raise BadEvent("build_unsigned_event takes a fresh event", None)
     check_json_value(event)
     parts = {k: encode_value(v) for k, v in event.items()}
@@ -244,8 +258,7 @@ def build_signed_event(
     0013). An event that already carries ``hashes``, ``signatures`` or ``unsigned`` takes
     the general path.
     """
-    if type(event) is not dict or "hashes" in event or "signatures" in event or "unsigned" in event \
-            or type(event.get("content")) is not dict:
+    if not _fresh(event):
         signed = sign_event(event, server_name, key)
         return signed, str(compute_event_id(signed)), encode_canonical(signed)
     hashed, event_id, unsigned = build_unsigned_event(event, server_name, key)
