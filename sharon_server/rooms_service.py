@@ -27,7 +27,7 @@ from rooms.builder import initial_state
 from rooms.state import RoomState
 from sharon_server.accounts import Session
 from sharon_server.event_types import (
-    CreateGuard, EventFilter, EventType, HeldForReview, JoinGuard, ReadGuard, SendContext,
+    CreateGuard, Derived, EventFilter, EventType, HeldForReview, JoinGuard, ReadGuard, SendContext,
 )
 from sharon_server.hub import Hub
 from sharon_server.persist import GroupCommitter, PendingEvent
@@ -38,6 +38,10 @@ __all__ = ["RoomService"]
 log = Logger(namespace="sharon.rooms")
 
 _MEMBER = "m.room.member"
+
+_Hooks = Tuple[Tuple[Callable[..., Any], ...], Tuple[Callable[..., Any], ...],
+               Tuple[Callable[..., Any], ...], EventType]
+"""An event type's bound ``prepare``, ``derive`` and ``committed`` hooks, then the type."""
 
 
 class RoomService:
@@ -74,7 +78,10 @@ class RoomService:
         self.create_guards: List[CreateGuard] = []
         self.created_hooks: List[Callable[[Session, str, str, Dict[str, Any]], Any]] = []
         self.observers: List[EventType] = []
-        """Hooks that see every event sent through ``send_event`` (after its own type's)."""
+        """Hooks that see every event sent through ``send_event`` (after its own type's).
+        Registered at install time; ``_hooks_for`` recompiles its dispatch when this grows."""
+        self._hooks: Dict[str, _Hooks] = {}
+        self._hooks_version = 0
         self.room_list_decorators: List[Callable[[str, List[Dict[str, Any]]], None]] = []
         self.body_limit: Callable[[str, str], int] = lambda room_id, kind: self.max_body_chars
         self.read_guards: List[ReadGuard] = []
@@ -327,10 +334,11 @@ class RoomService:
             raise BadField(f"{etype} events cannot be sent in a {kind} room", "type")
         ctx = SendContext(session=session, room_id=room_id, kind=kind, state=state, etype=etype,
                           content=content, state_key=state_key, txn_id=txn_id, approved=approved)
+        prepares, derives, committeds, _ = self._hooks_for(etype_spec)
         awaited = False
-        for hook in (etype_spec, *self.observers):
-            prepared = hook.prepare(ctx)
-            if inspect.isawaitable(prepared):
+        for prepare in prepares:
+            prepared = prepare(ctx)
+            if prepared is not None and inspect.isawaitable(prepared):
                 await prepared
                 awaited = True
         if awaited:
@@ -346,9 +354,11 @@ class RoomService:
         signed, event_id, pos = self._build(room_id, session.user_id, etype, ctx.content, state_key)
         txn_row = None if key is None else TxnRow(
             user_id=session.user_id, txn_id=txn_id, event_id=event_id, pos=pos)
-        derived = list(etype_spec.derive(ctx, event_id, pos, signed) or ())
-        for observer in self.observers:
-            derived.extend(observer.derive(ctx, event_id, pos, signed) or ())
+        derived: Derived = []
+        for derive in derives:
+            rows = derive(ctx, event_id, pos, signed)
+            if rows:
+                derived.extend(rows)
         item = self._pending(room_id, signed, event_id, pos, state, txn_row=txn_row, extra=derived or None)
         future = self.committer.submit(item)
         if key is None:
@@ -363,10 +373,30 @@ class RoomService:
             if len(self._txns) > self._txn_cache_size:
                 self._txns.popitem(last=False)
                 self._txns_complete = False
-        etype_spec.committed(ctx, event_id, pos, signed)
-        for observer in self.observers:
-            observer.committed(ctx, event_id, pos, signed)
+        for committed in committeds:
+            committed(ctx, event_id, pos, signed)
         return event_id, pos, False
+
+    def _hooks_for(self, etype_spec: EventType) -> "_Hooks":
+        """The bound hooks one event of ``etype_spec`` runs: its own type's, then each
+        observer's, leaving out hooks an observer does not override (``EventType``'s no-ops
+        cost a call each on every message otherwise). Compiled once per event type and
+        again whenever an observer is added."""
+        if self._hooks_version != len(self.observers):
+            self._hooks.clear()
+            self._hooks_version = len(self.observers)
+        hooks = self._hooks.get(etype_spec.etype)
+        if hooks is not None and hooks[3] is etype_spec:
+            return hooks
+        chain = (etype_spec, *self.observers)
+
+        def bound(name: str) -> Tuple[Callable[..., Any], ...]:
+            base = getattr(EventType, name)
+            return tuple(getattr(h, name) for h in chain
+                         if getattr(getattr(h, name), "__func__", None) is not base)
+        hooks = (bound("prepare"), bound("derive"), bound("committed"), etype_spec)
+        self._hooks[etype_spec.etype] = hooks
+        return hooks
 
     # -- reading -------------------------------------------------------------------------
     def client_event(self, event: Dict[str, Any], event_id: str, pos: int) -> Dict[str, Any]:

@@ -121,6 +121,7 @@ class ReadState(EventType):
         self.markers: Dict[Tuple[str, str], int] = {}
         self._recent: Dict[str, Deque[Tuple[int, str]]] = {}
         self._background: Set["asyncio.Future[None]"] = set()
+        self._counts: Dict[str, bool] = {}  # per registered event type (a fixed set)
 
     # -- what counts ---------------------------------------------------------------------
     def counts(self, etype: str, is_state: bool) -> bool:
@@ -128,8 +129,13 @@ class ReadState(EventType):
         (reactions, presents) with ``counts_unread = False``."""
         if is_state:
             return False
-        spec = self._rooms.event_types.get(etype)
-        return spec is None or getattr(spec, "counts_unread", True)
+        hit = self._counts.get(etype)
+        if hit is None:
+            spec = self._rooms.event_types.get(etype)
+            if spec is None:
+                return True
+            hit = self._counts[etype] = bool(getattr(spec, "counts_unread", True))
+        return hit
 
     # -- observer hooks ------------------------------------------------------------------
     def committed(self, ctx: Any, event_id: str, pos: int, event: Dict[str, Any]) -> None:

@@ -172,7 +172,8 @@ class Social:
 def _texts(ctx: SendContext) -> List[str]:
     texts = ctx.scratch.get("text")
     if texts is None:
-        texts = [ctx.content.get(k) for k in ("title", "body")]
+        get = ctx.content.get
+        texts = (get("title"), get("body"))
     return [t for t in texts if type(t) is str and t]
 
 

@@ -73,6 +73,9 @@ class ServiceDirectory:
         role's level) in every service's power levels; set by ``install``."""
         self._levels_for: Optional[Set[str]] = None  # the admin set the power levels reflect
         self._admin_lock = asyncio.Lock()
+        self._service_of: Dict[str, Optional[str]] = {}
+        """Room → its service, from the room's create event, which never changes: one entry
+        per room that exists (rooms are never removed), asked twice for every message."""
 
     # -- admins -----------------------------------------------------------------------
     async def refresh_admins(self) -> None:
@@ -110,11 +113,17 @@ class ServiceDirectory:
 
     def service_of(self, room_id: str) -> Optional[str]:
         """The service a room belongs to, or None (rooms outside any service)."""
+        try:
+            return self._service_of[room_id]
+        except KeyError:
+            pass
         state = self._rooms.rooms.get(room_id)
-        if state is None or state.create_event is None:
+        create = None if state is None else state.create_event
+        if create is None:
             return None
-        service = state.create_event["content"].get("service")
-        return service if type(service) is str else None
+        service = create["content"].get("service")
+        service = self._service_of[room_id] = service if type(service) is str else None
+        return service
 
     def is_member(self, service_id: str, user_id: str) -> bool:
         """True if the user is joined to the service."""
