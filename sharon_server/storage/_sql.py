@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from operator import attrgetter
-from typing import Any, Callable, Dict, Iterable, List, Sequence
+from typing import Any, Callable, Dict, Iterable, List, Sequence, TypeVar
 
 import attr
 import sqlalchemy as sa
 
 from sharon_server.storage._async import AsyncEngine
 
-__all__ = ["insert_for", "to_params", "BIGINT_MIN", "BIGINT_MAX", "Engines"]
+__all__ = ["insert_for", "to_params", "on_sqlite_thread", "BIGINT_MIN", "BIGINT_MAX", "Engines"]
+
+_T = TypeVar("_T")
 
 BIGINT_MIN = -(2**63)
 BIGINT_MAX = 2**63 - 1
@@ -48,3 +50,19 @@ def to_params(rows: Iterable[Any], names: Sequence[str]) -> List[Dict[str, Any]]
     get = attrgetter(*names)
     names = tuple(names)
     return [dict(zip(names, get(row))) for row in rows]
+
+
+async def on_sqlite_thread(engine: AsyncEngine, fn: Callable[..., _T], *args: Any) -> _T:
+    """Run ``fn(*args, dbapi_conn)`` ON the aiosqlite thread of one of ``engine``'s
+    connections, in one hop, holding that connection meanwhile (on the writer pool: the
+    single writer, so no other write runs). ``fn`` gets the plain ``sqlite3`` connection,
+    which is in autocommit mode: it begins and ends any transaction itself.
+
+    Through the async engine every statement costs several thread hops (cursor, execute,
+    fetch, close; BEGIN and COMMIT too), each a wake-up of the reactor thread as well
+    (decision 0014). SQLite only.
+    """
+    async with engine.connect() as conn:
+        raw = await conn.get_raw_connection()
+        aconn = raw.driver_connection
+        return await aconn._execute(fn, *args, aconn._conn)

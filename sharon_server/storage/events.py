@@ -14,7 +14,7 @@ from typing import Any, Dict, List, Literal, Optional, Sequence, Tuple
 
 import sqlalchemy as sa
 
-from sharon_server.storage._sql import BIGINT_MAX, BIGINT_MIN, Engines, insert_for, to_params
+from sharon_server.storage._sql import BIGINT_MAX, BIGINT_MIN, Engines, insert_for, on_sqlite_thread, to_params
 from sharon_server.storage.rows import EventRow, RoomRow, StateRow, TxnRow
 from sharon_server.storage.schema import current_state, events, rooms, txns
 
@@ -163,10 +163,8 @@ class EventStore:
         ``BEGIN IMMEDIATE``, the same Core statements (same compilation, defaults and type
         processing) and ``COMMIT`` on its thread: one hop, plus the pool's reset on return.
         """
-        async with self._w.connect() as conn:
-            raw = await conn.get_raw_connection()
-            aconn = raw.driver_connection
-            await aconn._execute(_run_sync_steps, self._sync_engine_for, aconn._conn, steps)
+        await on_sqlite_thread(self._w, _run_sync_steps, self._sync_engine_for, steps)
+
     async def _fetch(self, stmt: Any, params: Dict[str, Any]) -> List[Any]:
         """Every row of one read. On SQLite: one call on a reader connection's aiosqlite
         thread (execute and fetch together; the read pool is autocommit with no reset, so
@@ -175,10 +173,7 @@ class EventStore:
         if self._dialect != "sqlite":
             async with self._r.connect() as conn:
                 return list(await conn.execute(stmt, params))
-        async with self._r.connect() as conn:
-            raw = await conn.get_raw_connection()
-            aconn = raw.driver_connection
-            return await aconn._execute(_fetch_sync, self._sync_reader_for, aconn._conn, stmt, params)
+        return await on_sqlite_thread(self._r, _fetch_sync, self._sync_reader_for, stmt, params)
 
     def _sync_reader_for(self, dbapi_conn: Any) -> sa.engine.Engine:
         """Like ``_sync_engine_for``, for the read pool's connections (one engine each)."""
@@ -322,7 +317,7 @@ def _borrowing_engine(dbapi_conn: Any) -> sa.engine.Engine:
     )
 
 
-def _fetch_sync(engine_for: Any, dbapi_conn: Any, stmt: Any, params: Dict[str, Any]) -> List[Any]:
+def _fetch_sync(engine_for: Any, stmt: Any, params: Dict[str, Any], dbapi_conn: Any) -> List[Any]:
     """Runs ON the aiosqlite thread of a reader connection: one statement, every row."""
     with engine_for(dbapi_conn).connect() as conn:
         return list(conn.execute(stmt, params))
@@ -377,7 +372,7 @@ def _raw_rows(plan: _RawPlan, params: List[Dict[str, Any]]) -> List[Tuple[Any, .
     return [tuple([v if f is None else f(v) for f, v in zip(procs, [p[n] for n in names])]) for p in params]
 
 
-def _run_sync_steps(engine_for: Any, dbapi_conn: Any, steps: List[Tuple[Any, List[Dict[str, Any]]]]) -> None:
+def _run_sync_steps(engine_for: Any, steps: List[Tuple[Any, List[Dict[str, Any]]]], dbapi_conn: Any) -> None:
     """Runs ON the aiosqlite thread: the events' signatures, then BEGIN IMMEDIATE, every
     statement, COMMIT (or ROLLBACK).
 
