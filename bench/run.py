@@ -70,7 +70,24 @@ def _git_commit() -> str:
     return commit
 
 
-def run_at_commit(rev: str, argv: List[str]) -> int:
+def rerun_at_commit(rev: str, out: str, argv: Optional[List[str]], module: str = "bench") -> int:
+    """``python -m module`` again with this command's arguments (``argv``, or the command
+    line's) less ``--commit``, against the server as committed at ``rev``; ``--out`` made
+    absolute, since the child runs elsewhere."""
+    rest = list(sys.argv[1:] if argv is None else argv)
+    if "--commit" in rest:
+        i = rest.index("--commit")
+        del rest[i:i + 2]
+    rest = [a for a in rest if not a.startswith("--commit=")]
+    if "--out" not in rest:
+        rest += ["--out", str(Path(out).resolve())]
+    else:
+        j = rest.index("--out")
+        rest[j + 1] = str(Path(rest[j + 1]).resolve())
+    return run_at_commit(rev, rest, module)
+
+
+def run_at_commit(rev: str, argv: List[str], module: str = "bench") -> int:
     """Run this suite against the server as committed at ``rev``, not the working tree.
 
     The server sources at ``rev`` (``git archive``) go to a scratch directory, the current
@@ -92,7 +109,7 @@ def run_at_commit(rev: str, argv: List[str]) -> int:
                        + [str(snap / d) for d in ("sharon_server", "protocol", "rooms")], check=True)
         env = dict(os.environ, SHARON_BENCH_COMMIT=commit, PYTHONPATH=str(snap))
         print(f"running the suite against {commit} (sources in {snap})", flush=True)
-        child = subprocess.Popen([sys.executable, "-m", "bench"] + argv, cwd=snap, env=env)
+        child = subprocess.Popen([sys.executable, "-m", module] + argv, cwd=snap, env=env)
         try:
             return child.wait()
         except BaseException:
@@ -180,17 +197,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                    help="measure the server as committed at REV (e.g. HEAD), not the working tree")
     args = p.parse_args(argv)
     if args.commit:
-        rest = list(sys.argv[1:] if argv is None else argv)
-        if "--commit" in rest:
-            i = rest.index("--commit")
-            del rest[i:i + 2]
-        rest = [a for a in rest if not a.startswith("--commit=")]
-        if "--out" not in rest:
-            rest += ["--out", str(Path(args.out).resolve())]
-        else:
-            j = rest.index("--out")
-            rest[j + 1] = str(Path(rest[j + 1]).resolve())
-        return run_at_commit(args.commit, rest)
+        return rerun_at_commit(args.commit, args.out, argv)
     profile = args.profile or "full"
     names = [n.strip() for n in args.scenarios.split(",") if n.strip()]
     unknown = [n for n in names if n not in SCENARIOS]

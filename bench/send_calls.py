@@ -1,4 +1,4 @@
-"""What the reactor thread does per plain message, counted rather than timed
+"""What a plain message costs the server, counted rather than timed
 (``python -m bench.send_calls``).
 
 The acked-send scenario's rates swing by 30 % on this machine between two runs of the same
@@ -18,8 +18,15 @@ printed too, but those are inflated by the profiler and as noisy as any timing h
     python -m bench.send_calls --sets " " all default  # names: " " = room core, "all" = the
                                                        # issue-4 features, "default" = no limit
     python -m bench.send_calls --messages 4000 --repeat 2
+    python -m bench.send_calls --instructions --messages 500   # instructions per thread, callgrind
+    python -m bench.send_calls --commit f338f3d                # the server as committed at a revision
 
-Writes ``bench/results/<date>-send-calls.json`` and ``.md``.
+With ``--instructions`` the server runs under valgrind's callgrind instead, which counts
+the machine instructions of every thread (the main thread, the SQLite writer, the readers)
+over the same window: all the work a plain message causes, C included (SQLite, Ed25519,
+JSON), as a count that repeats to a fraction of a percent.
+
+Writes ``bench/results/<date>-send-calls[-instructions][-N-receivers].json`` and ``.md``.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ import datetime as _dt
 import json
 import os
 import pstats
+import shutil
 import signal
 import sys
 import tempfile
@@ -39,7 +47,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import msgpack
 
-from bench.procs import ROOT, ServerProc
+from bench.procs import _WRAPPER, ROOT, ServerProc
 from bench.seed import seed_accounts
 from bench.wsclient import connect as ws_connect
 
@@ -76,10 +84,68 @@ class ProfiledServer(ServerProc):
         if features != "default":
             env["SHARON_FEATURES"] = features
         super().__init__("sharon", data_dir, env=env)
+        self.profile_to = profile_to
 
     def command(self) -> List[str]:
         return [sys.executable, "-c", _PROFILED_WRAPPER, "--data-dir", str(self.data_dir),
                 "--listen", f"127.0.0.1:{self.port}"]
+
+    async def window_opens(self) -> None:
+        os.kill(self.pid, signal.SIGUSR1)
+
+    async def window_closes(self, messages: int) -> Dict[str, Any]:
+        os.kill(self.pid, signal.SIGUSR1)
+        await _wait_for(self.profile_to, self)
+        return _digest(pstats.Stats(str(self.profile_to)), messages)
+
+
+class CountedServer(ServerProc):
+    """The real server under valgrind's callgrind, counting machine instructions per thread
+    only between ``callgrind_control -i on`` and ``-i off`` (the warm-up is not counted).
+    Instructions are a count: the same run gives the same figure to a fraction of a percent
+    whatever else the machine is doing. It runs about 50 times slower than natively."""
+
+    def __init__(self, data_dir: Path, out: Path, features: str) -> None:
+        env = {} if features == "default" else {"SHARON_FEATURES": features}
+        super().__init__("sharon", data_dir, env=env)
+        self.out = out
+
+    def command(self) -> List[str]:
+        code = _WRAPPER.format(name="sharon-server", module="sharon_server.main")
+        return ["valgrind", "--tool=callgrind", "--instr-atstart=no", "--separate-threads=yes",
+                f"--callgrind-out-file={self.out}", sys.executable, "-c", code,
+                "--data-dir", str(self.data_dir), "--listen", f"127.0.0.1:{self.port}"]
+
+    def start(self, timeout_s: float = 600.0) -> "CountedServer":
+        super().start(timeout_s)
+        return self
+
+    async def _control(self, *args: str) -> None:
+        proc = await asyncio.create_subprocess_exec("callgrind_control", *args, str(self.pid),
+                                                    stdout=asyncio.subprocess.PIPE,
+                                                    stderr=asyncio.subprocess.STDOUT)
+        said, _ = await proc.communicate()
+        if proc.returncode != 0:
+            raise RuntimeError(f"callgrind_control {' '.join(args)} failed: {said.decode(errors='replace')}")
+
+    async def window_opens(self) -> None:
+        await self._control("-i", "on")
+
+    async def window_closes(self, messages: int) -> Dict[str, Any]:
+        await self._control("-i", "off")
+        await asyncio.to_thread(self.stop, 300.0)  # callgrind writes its files at exit
+        threads = []
+        for path in sorted(self.out.parent.glob(self.out.name + "-*")):
+            for line in path.read_text(errors="replace").splitlines():
+                if line.startswith("totals:"):
+                    threads.append(int(line.split()[1]))
+        counted = [n for n in threads if n]
+        if not counted:
+            raise RuntimeError("callgrind counted nothing:\n" + "".join(self.lines[-40:]))
+        main, rest = threads[0], sum(threads[1:])
+        return {"messages": messages, "instructions_per_msg": round((main + rest) / messages),
+                "main_thread_per_msg": round(main / messages), "other_threads_per_msg": round(rest / messages),
+                "threads_counted": len(counted)}
 
 
 class Member:
@@ -128,14 +194,19 @@ async def _wait_for(path: Path, server: ProfiledServer, timeout_s: float = 60.0)
 
 
 async def measure(features: str, messages: int, warmup: int, body_chars: int, work: Path,
-                  receivers: int = 0) -> Dict[str, Any]:
-    """One server with ``features``; returns its profile of ``messages`` plain sends, each
-    delivered live to ``receivers`` other members of the room."""
+                  receivers: int = 0, instructions: bool = False) -> Dict[str, Any]:
+    """One server with ``features``; returns its profile (or, with ``instructions``, its
+    instruction counts) of ``messages`` plain sends, each delivered live to ``receivers``
+    other members of the room."""
     data = Path(tempfile.mkdtemp(prefix="send-calls-", dir=work))
     tokens = data / "tokens.json"
     await asyncio.to_thread(seed_accounts, data / "server", 1 + receivers, tokens)
-    profile = data / "main-thread.prof"
-    server = await asyncio.to_thread(ProfiledServer(data / "server", profile, features).start)
+    server: Any
+    if instructions:
+        server = CountedServer(data / "server", data / "callgrind.out", features)
+    else:
+        server = ProfiledServer(data / "server", data / "main-thread.prof", features)
+    await asyncio.to_thread(server.start)
     try:
         everyone = json.loads(tokens.read_text())["tokens"]
         member = Member()
@@ -153,15 +224,14 @@ async def measure(features: str, messages: int, warmup: int, body_chars: int, wo
                 raise RuntimeError(f"join refused: {joined}")
             listeners.append(listener)
         await member.sends(room, "warm", warmup, body_chars)
-        os.kill(server.pid, signal.SIGUSR1)
+        await server.window_opens()
         await member.sends(room, "m", messages, body_chars)
-        os.kill(server.pid, signal.SIGUSR1)
-        await _wait_for(profile, server)
+        result = await server.window_closes(messages)
         for m in [member, *listeners]:
             m.conn.close()
+        return result
     finally:
         await asyncio.to_thread(server.stop)
-    return _digest(pstats.Stats(str(profile)), messages)
 
 
 def _where(key: Tuple[str, int, str]) -> str:
@@ -221,11 +291,22 @@ def _compare(runs: Dict[str, List[Dict[str, Any]]], top: int) -> List[Dict[str, 
 
 def _markdown(result: Dict[str, Any]) -> str:
     sets = result["sets"]
-    out = [f"# Reactor-thread work per plain message ({result['date']}, commit {result['commit']})", "",
+    meter = ("callgrind over the whole server process (main thread = the reactor)" if result["instructions"]
+             else "cProfile on the main (reactor) thread")
+    out = [f"# Work per plain message ({result['date']}, commit {result['commit']})", "",
            f"One member, own chat room with {result['receivers']} other member(s) connected, one send in "
-           f"flight; {result['messages']} measured messages after "
-           f"{result['warmup']} warm-up, {result['repeat']} run(s) per feature set; cProfile on the main thread.",
-           "", "| feature set | calls per message (each run) | profiled µs per message (each run) |", "|---|---|---|"]
+           f"flight; {result['messages']} measured messages after {result['warmup']} warm-up, "
+           f"{result['repeat']} run(s) per feature set; {meter}.", ""]
+    if result["instructions"]:
+        out += ["| feature set | instructions per message: main thread | other threads | total |",
+                "|---|---|---|---|"]
+        for s in sets:
+            runs = result["runs"][s]
+            cols = [", ".join(f"{r[k]:,}" for r in runs)
+                    for k in ("main_thread_per_msg", "other_threads_per_msg", "instructions_per_msg")]
+            out.append(f"| {NAMES.get(s, s)} (`{s.strip() or 'none'}`) | " + " | ".join(cols) + " |")
+        return "\n".join(out) + "\n"
+    out += ["| feature set | calls per message (each run) | profiled µs per message (each run) |", "|---|---|---|"]
     for s in sets:
         runs = result["runs"][s]
         out.append(f"| {NAMES.get(s, s)} (`{s.strip() or 'none'}`) | "
@@ -242,6 +323,8 @@ def _markdown(result: Dict[str, Any]) -> str:
 
 
 def _commit() -> str:
+    if os.environ.get("SHARON_BENCH_COMMIT"):  # a snapshot made by --commit
+        return os.environ["SHARON_BENCH_COMMIT"]
     import subprocess
     try:
         return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
@@ -258,15 +341,20 @@ async def amain(args: argparse.Namespace) -> Dict[str, Any]:
         for s in sets:
             print(f"[{rep + 1}/{args.repeat}] {NAMES.get(s, s)}: {args.messages} messages ...",
                   file=sys.stderr, flush=True)
-            r = await measure(s, args.messages, args.warmup, args.body_chars, work, args.receivers)
-            print(f"    {r['calls_per_msg']} calls per message, {r['profiled_us_per_msg']} profiled µs",
-                  file=sys.stderr, flush=True)
+            r = await measure(s, args.messages, args.warmup, args.body_chars, work, args.receivers,
+                              args.instructions)
+            if args.instructions:
+                print(f"    {r['main_thread_per_msg']:,} instructions per message on the main thread, "
+                      f"{r['other_threads_per_msg']:,} on the others", file=sys.stderr, flush=True)
+            else:
+                print(f"    {r['calls_per_msg']} calls per message, {r['profiled_us_per_msg']} profiled µs",
+                      file=sys.stderr, flush=True)
             runs[s].append(r)
     return {"date": _dt.date.today().isoformat(), "commit": _commit(), "messages": args.messages,
             "warmup": args.warmup, "repeat": args.repeat, "body_chars": args.body_chars,
-            "receivers": args.receivers, "sets": sets,
+            "receivers": args.receivers, "instructions": args.instructions, "sets": sets,
             "runs": {s: [{k: v for k, v in r.items() if k != "functions"} for r in rs] for s, rs in runs.items()},
-            "differences": _compare(runs, args.top)}
+            "differences": [] if args.instructions else _compare(runs, args.top)}
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -281,11 +369,21 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--receivers", type=int, default=0,
                    help="other members of the room, connected, who get every message live")
     p.add_argument("--top", type=int, default=30)
+    p.add_argument("--instructions", action="store_true",
+                   help="count machine instructions per thread under valgrind's callgrind instead "
+                        "(about 50 times slower; --messages 500 takes about 2 minutes per set)")
+    p.add_argument("--commit", metavar="REV", help="measure the server as committed at REV, not the working tree")
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     args = p.parse_args(argv)
+    if args.commit:
+        from bench.run import rerun_at_commit
+
+        return rerun_at_commit(args.commit, str(args.out), argv, module="bench.send_calls")
+    if args.instructions and shutil.which("valgrind") is None:
+        p.error("--instructions needs valgrind (Debian: apt-get install valgrind)")
     result = asyncio.run(amain(args))
     args.out.mkdir(parents=True, exist_ok=True)
-    suffix = f"-{args.receivers}-receivers" if args.receivers else ""
+    suffix = ("-instructions" if args.instructions else "") + (f"-{args.receivers}-receivers" if args.receivers else "")
     stem = args.out / f"{result['date']}-send-calls{suffix}"
     stem.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
     md = _markdown(result)
