@@ -7,6 +7,7 @@ from typing import Any, Callable, Dict, Iterable, List, Sequence, TypeVar
 
 import attr
 import sqlalchemy as sa
+from sqlalchemy.util import greenlet_spawn
 
 from sharon_server.storage._async import AsyncEngine
 
@@ -62,7 +63,9 @@ async def on_sqlite_thread(engine: AsyncEngine, fn: Callable[..., _T], *args: An
     fetch, close; BEGIN and COMMIT too), each a wake-up of the reactor thread as well
     (decision 0014). SQLite only.
     """
-    async with engine.connect() as conn:
-        raw = await conn.get_raw_connection()
+    raw = await engine.raw_connection()  # the pool's checkout, without a Connection around it
+    try:
         aconn = raw.driver_connection
         return await aconn._execute(fn, *args, aconn._conn)
+    finally:
+        await greenlet_spawn(raw.close)  # back to the pool (closing it if it was invalidated)
