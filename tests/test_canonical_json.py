@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 
+import orjson
 import pytest
-from hypothesis import given
+from hypothesis import assume, given
 
-from protocol.canonical_json import MAX_DEPTH, check_json_value, decode_strict, encode_canonical
+from protocol.canonical_json import (
+    MAX_DEPTH, check_json_value, decode_strict, encode_around, encode_canonical, encode_checked, encode_value,
+)
 from protocol.errors import BadJSON, BadMsgpack
-from tests.strategies import json_values
+from tests.strategies import json_objects, json_text, json_values
 
 # The Matrix appendix #canonical-json examples: (input JSON text, canonical output).
 APPENDIX_EXAMPLES = [
@@ -188,3 +191,37 @@ def test_encode_is_idempotent(value: object) -> None:
 def test_encoding_is_independent_of_formatting_and_key_order(value: object) -> None:
     loose = json.dumps(value, ensure_ascii=True, indent=2)
     assert encode_canonical(decode_strict(loose)) == encode_canonical(value)
+
+
+def _reference(value: object) -> bytes:
+    """Python's own json, configured as canonical JSON: the reference the fast path must match."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), sort_keys=True,
+                      allow_nan=False).encode("utf-8")
+
+
+@given(json_values)
+def test_the_fast_encoder_is_byte_identical_to_the_reference(value: object) -> None:
+    # orjson encodes what is hashed and signed: one differing byte would split a room
+    assert encode_canonical(value) == _reference(value)
+    assert encode_value(value).encode("utf-8") == _reference(value)
+
+
+@given(json_objects, json_text)
+def test_objects_assembled_around_a_member_match_the_reference(value: dict, key: str) -> None:
+    assume(key not in value)
+    head, tail = encode_around(value, key)  # the member assembled later, wherever it sorts
+    assert head + b'"\\u0000"' + tail == _reference({**value, key: "\x00"})
+    assert encode_checked(value) == _reference(value)
+
+
+def test_nesting_beyond_the_fast_encoders_limit_falls_back_to_the_reference() -> None:
+    deep: object = "x"
+    for _ in range(MAX_DEPTH - 1):
+        deep = [deep]
+    check_json_value(deep)
+    with pytest.raises(orjson.JSONEncodeError):  # so this really takes the fallback
+        orjson.dumps(deep)
+    assert encode_canonical(deep) == _reference(deep)
+    assert encode_value({"a": deep[0]}) == _reference({"a": deep[0]}).decode("utf-8")
+    head, tail = encode_around({"a": deep[0]}, "b")
+    assert head + b"1" + tail == _reference({"a": deep[0], "b": 1})
