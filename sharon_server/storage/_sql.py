@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from operator import attrgetter
 from typing import Any, Callable, Dict, Iterable, List, Sequence, TypeVar
 
@@ -11,7 +12,8 @@ from sqlalchemy.util import greenlet_spawn
 
 from sharon_server.storage._async import AsyncEngine
 
-__all__ = ["insert_for", "to_params", "on_sqlite_thread", "BIGINT_MIN", "BIGINT_MAX", "Engines"]
+__all__ = ["insert_for", "to_params", "on_sqlite_thread", "immediate_transaction", "SqliteTxn", "BIGINT_MIN",
+           "BIGINT_MAX", "Engines"]
 
 _T = TypeVar("_T")
 
@@ -69,3 +71,44 @@ async def on_sqlite_thread(engine: AsyncEngine, fn: Callable[..., _T], *args: An
         return await aconn._execute(fn, *args, aconn._conn)
     finally:
         await greenlet_spawn(raw.close)  # back to the pool (closing it if it was invalidated)
+
+
+class SqliteTxn:
+    """The statements of one ``immediate_transaction`` on a plain ``sqlite3`` connection;
+    remembers the last statement, which an error names (never its parameters)."""
+
+    __slots__ = ("conn", "statement")
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+        self.statement = ""
+
+    def execute(self, sql: str, params: Any = ()) -> sqlite3.Cursor:
+        self.statement = sql
+        return self.conn.execute(sql, params)
+
+    def executemany(self, sql: str, rows: Any) -> sqlite3.Cursor:
+        self.statement = sql
+        return self.conn.executemany(sql, rows)
+
+
+def immediate_transaction(dbapi_conn: sqlite3.Connection, body: Callable[[SqliteTxn], _T],
+                          dialect: Any = None) -> _T:
+    """``body(txn)`` between ``BEGIN IMMEDIATE`` and ``COMMIT`` on a plain ``sqlite3``
+    connection in autocommit mode (on its own thread: ``on_sqlite_thread``); ``ROLLBACK`` on
+    any error. A ``sqlite3`` error is raised as SQLAlchemy's class for it (``IntegrityError``
+    for a duplicate), as the async engine would, with no bound values in its text."""
+    txn = SqliteTxn(dbapi_conn)
+    try:
+        txn.execute("BEGIN IMMEDIATE")
+        try:
+            result = body(txn)
+            txn.execute("COMMIT")
+        except BaseException:
+            if dbapi_conn.in_transaction:
+                dbapi_conn.execute("ROLLBACK")
+            raise
+    except sqlite3.Error as exc:
+        raise sa.exc.DBAPIError.instance(txn.statement, None, exc, sqlite3.Error, hide_parameters=True,
+                                         dialect=dialect) from exc
+    return result

@@ -9,12 +9,13 @@ scanning the events table.
 
 from __future__ import annotations
 
-import sqlite3
 from typing import Any, Dict, List, Literal, Optional, Sequence, Tuple
 
 import sqlalchemy as sa
 
-from sharon_server.storage._sql import BIGINT_MAX, BIGINT_MIN, Engines, insert_for, on_sqlite_thread, to_params
+from sharon_server.storage._sql import (
+    BIGINT_MAX, BIGINT_MIN, Engines, SqliteTxn, immediate_transaction, insert_for, on_sqlite_thread, to_params,
+)
 from sharon_server.storage.rows import EventRow, RoomRow, StateRow, TxnRow
 from sharon_server.storage.schema import current_state, events, rooms, txns
 
@@ -400,22 +401,12 @@ def _run_sync_steps(engine_for: Any, steps: List[Tuple[Any, List[Dict[str, Any]]
             for stmt, params in steps:
                 conn.execute(stmt, params)
         return
-    sql = ""
-    try:
-        dbapi_conn.execute("BEGIN IMMEDIATE")
-        try:
-            for plan, rows in planned:
-                sql = plan[0]
-                if len(rows) == 1:
-                    dbapi_conn.execute(sql, rows[0])
-                else:
-                    dbapi_conn.executemany(sql, rows)
-            sql = "COMMIT"
-            dbapi_conn.execute("COMMIT")
-        except BaseException:
-            if dbapi_conn.in_transaction:
-                dbapi_conn.execute("ROLLBACK")
-            raise
-    except sqlite3.Error as exc:
-        raise sa.exc.DBAPIError.instance(sql, None, exc, sqlite3.Error, hide_parameters=True,
-                                         dialect=dialect) from exc
+
+    def run(txn: SqliteTxn) -> None:
+        for plan, rows in planned:
+            if len(rows) == 1:
+                txn.execute(plan[0], rows[0])
+            else:
+                txn.executemany(plan[0], rows)
+
+    immediate_transaction(dbapi_conn, run, dialect)

@@ -6,7 +6,7 @@ The stores trust these values: validation happens before they are built (protoco
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Optional
 
 import attr
 

@@ -24,13 +24,12 @@ from __future__ import annotations
 
 import asyncio
 import re
-import sqlite3
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import sqlalchemy as sa
 from twisted.logger import Logger
 
-from sharon_server.storage._sql import insert_for, on_sqlite_thread
+from sharon_server.storage._sql import SqliteTxn, immediate_transaction, insert_for, on_sqlite_thread
 from sharon_server.storage.schema import events
 from sharon_server.storage.schema_social import notifications, search_docs, social_tag_approvals, social_tags
 
@@ -114,37 +113,23 @@ async def feed_search_index(engine: Any, dialect: str, batch: int = FEED_BATCH) 
     return await on_sqlite_thread(engine, _feed_on_thread, max(1, int(batch)))
 
 
-
 def _feed_on_thread(batch: int, dbapi_conn: Any) -> Tuple[int, int]:
     """Runs ON the writer connection's thread, in one hop from the reactor (it held the
     writer for one hop per statement through the async engine, about a dozen per feed):
     ``feed_search_index``'s transactions in plain ``sqlite3``. Errors are SQLAlchemy's, as
     they were."""
     sql = _FEED_SQL.format(limit=batch)
+
+    def one(txn: SqliteTxn) -> Tuple[int, Optional[int]]:
+        n = max(0, txn.execute(sql).rowcount or 0)
+        return n, (int(txn.execute(_FEED_MARK_SQL).fetchone()[0]) if n < batch else None)
+
     total = 0
-    statement = ""
-    try:
-        while True:
-            statement = "BEGIN IMMEDIATE"
-            dbapi_conn.execute(statement)
-            try:
-                statement = sql
-                n = max(0, dbapi_conn.execute(sql).rowcount or 0)
-                mark = None
-                if n < batch:
-                    statement = _FEED_MARK_SQL
-                    mark = int(dbapi_conn.execute(_FEED_MARK_SQL).fetchone()[0])
-                statement = "COMMIT"
-                dbapi_conn.execute("COMMIT")
-            except BaseException:
-                if dbapi_conn.in_transaction:
-                    dbapi_conn.execute("ROLLBACK")
-                raise
-            total += n
-            if mark is not None:
-                return total, mark
-    except sqlite3.Error as exc:
-        raise sa.exc.DBAPIError.instance(statement, None, exc, sqlite3.Error, hide_parameters=True) from exc
+    while True:
+        n, mark = immediate_transaction(dbapi_conn, one)
+        total += n
+        if mark is not None:
+            return total, mark
 
 
 class SocialStore:
