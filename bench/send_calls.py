@@ -222,6 +222,9 @@ async def measure(features: str, messages: int, warmup: int, body_chars: int, wo
             joined = await listener.call({"op": "join", "room_id": room})
             if joined.get("op") != "ok":
                 raise RuntimeError(f"join refused: {joined}")
+            synced = await listener.call({"op": "sync"})  # live from here on
+            if synced.get("op") != "ok":
+                raise RuntimeError(f"sync refused: {synced}")
             listeners.append(listener)
         await member.sends(room, "warm", warmup, body_chars)
         await server.window_opens()
