@@ -424,3 +424,55 @@ def test_what_came_before_joining_is_not_unread(server, run):
         await alice.close()
 
     run(after())
+
+
+try:  # pytest puts tests/ on sys.path while tests/ is not a package
+    from storage_backends import backend  # noqa: F401 - fixture
+except ImportError:  # tests/ became a package
+    from tests.storage_backends import backend  # noqa: F401
+
+
+def test_read_markers_are_stored_in_batches_and_never_move_back(backend):
+    """A join storm's markers go to the database in a few batched transactions (one per
+    join cost the reactor ~5 ms each and held up the room's next messages), with one
+    conditional upsert on SQLite and PostgreSQL: whichever order a join's marker and a
+    later ``mark_read`` reach the database in, the stored marker is the furthest."""
+    import sqlalchemy as sa
+
+    from sharon_server.features.dms_presence import ReadState, TypingTracker
+    from sharon_server.storage.schema_dms import read_markers
+
+    class _Hub:
+        delivered_pos = 40
+        user_conns: dict = {}
+        room_subs: dict = {}
+
+    async def go():
+        db = await backend.open()
+        await db.migrate()
+        hub = _Hub()
+        reads = ReadState(None, db, hub, lambda: 1, TypingTracker(hub, lambda u: u, ttl_s=5.0))
+        stored = []
+        store = reads._store_entries
+
+        async def counted(batch):
+            stored.append(len(batch))
+            await store(batch)
+        reads._store_entries = counted
+        for i in range(300):  # a storm: no transaction per join
+            reads.on_entry(f"@m{i}:x", "!big:x", None)
+        # a later explicit mark on one of them, stored before or after its join marker
+        assert await reads.mark("@m7:x", "!big:x", None, origin=None) == 40
+        hub.delivered_pos = 90
+        assert await reads.mark("@m8:x", "!big:x", 75, origin=None) == 75
+        while reads._entries_flush is not None:
+            await reads._entries_flush
+        assert sorted(stored) == [1, 300]  # the storm in one batch; the mark that moved stored alone
+        await reads._store_entries({("@m8:x", "!big:x"): 40})  # an older marker arriving late
+        async with db.engine.connect() as conn:
+            rows = dict((r[0], r[1]) for r in await conn.execute(
+                sa.select(read_markers.c.user_id, read_markers.c.pos)))
+        assert len(rows) == 300 and rows["@m8:x"] == 75 and rows["@m0:x"] == 40
+        assert reads.memory_report()["read_markers_unstored"] == 0
+
+    backend.run(go())
