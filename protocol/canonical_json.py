@@ -164,22 +164,15 @@ _STDLIB_ENCODE = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), sor
 no escaping beyond ``"``, ``\\`` and control characters."""
 
 
-def _ENCODE(value: Any) -> str:
-    """Canonical text of a CHECKED value (``check_json_value``): orjson with sorted keys,
-    byte-identical to ``_STDLIB_ENCODE`` on the data model (a Hypothesis property in the
-    tests, and the escaping and ordering examples) and about eight times faster on an
-    event's content; ``_STDLIB_ENCODE`` for what orjson refuses (nesting over its limit of
-    about 254 levels; ``MAX_DEPTH`` allows 256)."""
-    try:
-        return _orjson_dumps(value, option=_SORT_KEYS).decode()
-    except _OrjsonEncodeError:
-        return _STDLIB_ENCODE(value)
-
-
 def encode_checked(value: Any) -> bytes:
     """Canonical JSON bytes of a value the caller has ALREADY checked (``check_json_value``):
     ``encode_canonical`` without the walk, for values checked once and encoded several
-    times (an event's body, its pruned form, its stored form)."""
+    times (an event's body, its pruned form, its stored form).
+
+    orjson with sorted keys: byte-identical to ``_STDLIB_ENCODE`` on the data model (a
+    Hypothesis property in the tests, and the escaping and ordering examples) and about
+    eight times faster on an event's content. ``_STDLIB_ENCODE`` takes what orjson refuses:
+    nesting over its limit of about 254 levels (``MAX_DEPTH`` allows 256)."""
     try:
         return _orjson_dumps(value, option=_SORT_KEYS)
     except _OrjsonEncodeError:
@@ -206,10 +199,7 @@ def encode_around(obj: Dict[str, Any], key: str) -> Tuple[bytes, bytes]:
 
 def encode_value(value: Any) -> str:
     """Canonical text of a value the caller has already checked (``check_json_value``)."""
-    try:
-        return _ENCODE(value)
-    except RecursionError:
-        raise BadJSON("value is nested too deeply to encode") from None
+    return encode_checked(value).decode("utf-8")
 
 
 def decode_stored(raw: bytes) -> Any:

@@ -162,7 +162,7 @@ class EventStore:
         out the single writer connection (so no other writer runs meanwhile), and a
         synchronous SQLAlchemy engine bound to that very ``sqlite3`` connection runs
         ``BEGIN IMMEDIATE``, the same Core statements (same compilation, defaults and type
-        processing) and ``COMMIT`` on its thread: one hop, plus the pool's reset on return.
+        processing) and ``COMMIT`` on its thread: one hop (``on_sqlite_thread``).
         """
         await on_sqlite_thread(self._w, _run_sync_steps, self._sync_engine_for, steps)
 

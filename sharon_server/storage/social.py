@@ -72,10 +72,10 @@ FEED_INTERVAL_S = 0.5
 FEED_BATCH = 5000
 """Most ``search_docs`` rows one feed transaction indexes (the feed loops until caught up)."""
 
-_FEED_SQL = (
-    "INSERT INTO search_fts(rowid, body) SELECT pos, body FROM search_docs "
-    "WHERE pos > (SELECT coalesce(max(id), 0) FROM search_fts_docsize) ORDER BY pos LIMIT {limit}")
 _FEED_MARK_SQL = "SELECT coalesce(max(id), 0) FROM search_fts_docsize"
+"""The index's high-water mark: its largest rowid."""
+_FEED_SQL = ("INSERT INTO search_fts(rowid, body) SELECT pos, body FROM search_docs "
+             f"WHERE pos > ({_FEED_MARK_SQL}) ORDER BY pos LIMIT {{limit}}")
 
 
 async def ensure_search_index(engine: Any, dialect: str) -> bool:
